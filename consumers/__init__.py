@@ -1,0 +1,1 @@
+"""The consumer runtime: receive from queues, persist, and only then acknowledge."""

@@ -1,0 +1,24 @@
+"""The consumer process's settings, from the environment (and an optional `.env`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConsumerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    rabbitmq_url: str = "amqp://guest:guest@localhost:5672/"
+    database_url: str = "sqlite+aiosqlite:///./hareway.db"
+    topology_file: str | None = None
+
+    # Deliveries the broker hands over before any is acked; also the most a batch can hold.
+    prefetch: int = Field(default=500, ge=1, le=65535)
+    # A batch commits when it holds this many messages or its oldest waited this long.
+    batch_size: int = Field(default=200, ge=1)
+    batch_max_wait_ms: int = Field(default=20, ge=0)
+    # A store that cannot commit: wait this long before requeueing, doubling up to the max.
+    store_backoff_initial_s: float = Field(default=0.5, gt=0)
+    store_backoff_max_s: float = Field(default=30.0, gt=0)
+    log_level: str = "INFO"

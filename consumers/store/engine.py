@@ -1,0 +1,47 @@
+"""The SQLAlchemy engine for SQLite or PostgreSQL, with the durability settings each needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+# Write transactions take SQLite's write lock up front: a deferred transaction that reads
+# and then writes fails with SQLITE_BUSY instead of waiting when another process writes.
+IMMEDIATE = {"sqlite_begin": "BEGIN IMMEDIATE"}
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(database_url: str) -> AsyncEngine:
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(database_url)
+    return create_async_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _sqlite_engine(database_url: str) -> AsyncEngine:
+    engine = create_async_engine(database_url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide where transactions begin (the driver's
+        # own handling skips BEGIN before DDL and cannot take the write lock early).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before the consumer acks; NORMAL could lose the
+        # last commits on power loss, and with them messages already acked.
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+    return engine

@@ -1,0 +1,62 @@
+"""The app factory. Every resource (connection, channels, store) is built in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from consumers.store import open_store
+from gateway import problems
+from gateway.publisher import AmqpPublisher
+from gateway.routes import health, publish, read
+from gateway.settings import GatewaySettings
+from hareway import broker
+from hareway.topology import declare_topology, load_topology
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        topology = await asyncio.to_thread(load_topology, settings.topology_file)
+        connection = await broker.connect(settings.rabbitmq_url, "gateway")
+        try:
+            await declare_topology(connection, topology)
+            publisher = await AmqpPublisher.open(
+                connection,
+                channels=settings.publish_channels,
+                timeout_s=settings.publish_timeout_s,
+                exchange_cache_ttl_s=settings.exchange_cache_ttl_s,
+            )
+            store = await open_store(settings.database_url)
+        except BaseException:
+            await connection.close()
+            raise
+        app.state.settings = settings
+        app.state.publisher = publisher
+        app.state.store = store
+        log.info("gateway ready, publishing to %s", broker.redact(settings.rabbitmq_url))
+        try:
+            yield
+        finally:
+            await publisher.close()
+            await store.close()
+
+    app = FastAPI(
+        title="hareway",
+        summary="An HTTP gateway for RabbitMQ: 2xx only once the broker confirmed",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    problems.install(app, settings.retry_after_s)
+    app.include_router(publish.router)
+    app.include_router(read.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,91 @@
+"""Reading back what consumers stored: where a message is, and a queue's messages by cursor."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query
+
+from consumers.errors import InvalidCursor
+from consumers.store import StoredMessage
+from gateway.deps import StoreDep
+from gateway.errors import MessageNotFound, ValidationFailed
+from gateway.openapi import problem_responses
+
+router = APIRouter(prefix="/v1", tags=["read"])
+
+
+@router.get(
+    "/messages/{message_id}",
+    summary="Where a message is: stored or dead-lettered, by which queue, after how many tries",
+    responses=problem_responses(404),
+)
+async def get_message(message_id: str, store: StoreDep) -> dict[str, Any]:
+    deliveries = await store.deliveries(message_id)
+    if not deliveries:
+        raise MessageNotFound(f"no consumer has stored message {message_id!r} yet")
+    return {
+        "message_id": message_id,
+        "deliveries": [
+            {
+                "queue": delivery.queue,
+                "status": delivery.status,
+                "attempts": delivery.attempts,
+                "exchange": delivery.exchange,
+                "routing_key": delivery.routing_key,
+                "persisted_at": delivery.persisted_at.isoformat(),
+            }
+            for delivery in deliveries
+        ],
+    }
+
+
+@router.get(
+    "/queues/{queue}/messages",
+    summary="Persisted messages of a queue in the order they were stored, by cursor",
+    responses=problem_responses(422),
+)
+async def list_queue_messages(
+    queue: str,
+    store: StoreDep,
+    after: Annotated[str | None, Query(description="the cursor of the last message seen")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    try:
+        page = await store.page(queue, after, limit)
+    except InvalidCursor as exc:
+        raise ValidationFailed(str(exc)) from None
+    return {
+        "messages": [_message_view(message) for message in page.messages],
+        "next_cursor": page.next_cursor,
+    }
+
+
+def _message_view(message: StoredMessage) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "message_id": message.message_id,
+        "exchange": message.exchange,
+        "routing_key": message.routing_key,
+        "headers": message.headers,
+        "content_type": message.content_type,
+        "attempts": message.attempts,
+        "persisted_at": message.persisted_at.isoformat(),
+        "cursor": message.cursor,
+    }
+    if _is_json(message.content_type):
+        try:
+            view["body"] = orjson.loads(message.body)
+            return view
+        except orjson.JSONDecodeError:
+            pass
+    view["body_base64"] = base64.b64encode(message.body).decode("ascii")
+    return view
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
