@@ -13,3 +13,7 @@ class StoreUnavailable(ConsumerError):
 
 class InvalidCursor(ConsumerError):
     """A read cursor that this store did not hand out."""
+
+
+class QueueNotFound(ConsumerError):
+    """A queue to consume does not exist on the broker."""

@@ -11,10 +11,11 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from consumers.decode import to_record
-from consumers.errors import StoreUnavailable
+from consumers.errors import QueueNotFound, StoreUnavailable
 from consumers.settings import ConsumerSettings
 from consumers.store import DeliveryRecord, Store
 
@@ -54,7 +55,10 @@ class QueueWorker:
 
     async def start(self) -> None:
         # Passive: consume queues that exist, declared by the topology file or by anyone else.
-        self._queue = await self._channel.get_queue(self._queue_name, ensure=True)
+        try:
+            self._queue = await self._channel.get_queue(self._queue_name, ensure=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            raise QueueNotFound(f"no queue {self._queue_name!r} on the broker") from None
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush {self._queue_name}")
         self._consumer_tag = await self._queue.consume(self._on_message)
         log.info("consuming %s", self._queue_name)

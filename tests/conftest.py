@@ -82,7 +82,9 @@ class Names:
     def queue(self) -> str:
         return f"{self.prefix}.orders.persist"
 
-    def topology(self, queue_type: str = "classic", routing_key: str = "order.#") -> dict[str, object]:
+    def topology(
+        self, queue_type: str = "classic", routing_key: str = "order.#"
+    ) -> dict[str, object]:
         return {
             "exchanges": [{"name": self.exchange, "type": "topic"}],
             "queues": [{"name": self.queue, "type": queue_type}],

@@ -160,8 +160,16 @@ async def test_malformed_json_is_400(
         ({**ORDER, "expiration_ms": -1}, "expiration_ms"),
         ({**ORDER, "unknown": 1}, "unknown"),
     ],
-    ids=["no-routing-key", "priority-text", "priority-10", "x-header", "cc", "long-key",
-         "negative-ttl", "unknown-field"],
+    ids=[
+        "no-routing-key",
+        "priority-text",
+        "priority-10",
+        "x-header",
+        "cc",
+        "long-key",
+        "negative-ttl",
+        "unknown-field",
+    ],
 )
 async def test_invalid_envelope_is_422_naming_the_field(
     client: httpx.AsyncClient,

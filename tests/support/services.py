@@ -70,7 +70,7 @@ def find_rabbitmq(
     if explicit:
         if not answers(explicit, 5672):
             raise ServiceMissing(
-                f"RABBITMQ_URL is set but nothing answers there.\n"
+                "RABBITMQ_URL is set but nothing answers there.\n"
                 + HOW_TO_GET_A_BROKER.format(url=explicit)
             )
         return Found(explicit, "env")
