@@ -1,0 +1,45 @@
+# hareway: `make run` serves the gateway plus one consumer; `make test` runs everything.
+SHELL := bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+QUEUE ?= orders.persist
+
+export RABBITMQ_URL ?= amqp://guest:guest@localhost:5672/
+export TOPOLOGY_FILE ?= infra/topology.yaml
+
+.PHONY: help install run test lint types unit
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv and install hareway with its dev tools
+
+run: install ## run the gateway (http://$(HOST):$(PORT)) and a consumer of $(QUEUE), SQLite store
+	@$(PY) -m hareway.broker
+	@trap 'kill $$consumer 2>/dev/null; wait $$consumer' EXIT; \
+	$(PY) -m consumers --queue $(QUEUE) & consumer=$$!; \
+	$(PY) -m gateway --host $(HOST) --port $(PORT)
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+types: install ## mypy strict on the packages
+	$(VENV)/bin/mypy gateway consumers hareway
+
+test: lint types ## lint, types, and the whole suite against the real broker and databases
+	$(PY) -m pytest
+
+unit: install ## only the tests that need no service
+	$(PY) -m pytest -m "not broker and not postgres"
