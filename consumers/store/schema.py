@@ -42,3 +42,31 @@ messages = Table(
     UniqueConstraint("queue", "message_id", name="uq_messages_queue_message_id"),
     Index("ix_messages_message_id", "message_id"),
 )
+
+# Idempotency-Key answers, kept durably so a retry reaching another gateway replica is
+# recognised too. `request_hash` tells a true repeat from a reuse of the key (409).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_idempotency_keys_expires_at", "expires_at"),
+)
+
+# Who re-published which dead letter, and when.
+redrives = Table(
+    "redrives",
+    metadata,
+    Column("id", _row_id, primary_key=True, autoincrement=True),
+    Column("queue", String(255), nullable=False),
+    Column("message_id", String(255), nullable=False),
+    Column("exchange", String(255), nullable=False),
+    Column("routing_key", String(255), nullable=False),
+    Column("redriven_by", String(255), nullable=False),
+    Column("redriven_at", DateTime(timezone=True), nullable=False),
+    Index("ix_redrives_queue_message_id", "queue", "message_id"),
+)
