@@ -7,7 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from consumers.store import Store
+from gateway.idempotency import IdempotencyKeys
 from gateway.publisher import Publisher
+from gateway.schemas import Schemas
 from gateway.settings import GatewaySettings
 
 
@@ -26,6 +28,18 @@ def _settings(request: Request) -> GatewaySettings:
     return settings
 
 
+def _schemas(request: Request) -> Schemas:
+    schemas: Schemas = request.app.state.schemas
+    return schemas
+
+
+def _idempotency_keys(request: Request) -> IdempotencyKeys:
+    keys: IdempotencyKeys = request.app.state.idempotency_keys
+    return keys
+
+
 PublisherDep = Annotated[Publisher, Depends(_publisher)]
 StoreDep = Annotated[Store, Depends(_store)]
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
+SchemasDep = Annotated[Schemas, Depends(_schemas)]
+IdempotencyDep = Annotated[IdempotencyKeys, Depends(_idempotency_keys)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -26,8 +27,13 @@ class PublishRequest(BaseModel):
     headers: dict[str, HeaderValue] = Field(default_factory=dict)
     message_id: ShortText | None = None
     correlation_id: ShortText | None = None
+    reply_to: ShortText | None = None
     priority: Annotated[StrictInt, Field(ge=0, le=MAX_PRIORITY)] | None = None
     expiration_ms: Annotated[StrictInt, Field(ge=0)] | None = None
+    # AMQP's `type` property: what kind of message this is, for consumers to dispatch on.
+    type: ShortText | None = None
+    # When the event happened (RFC 3339); the gateway's clock when left out.
+    timestamp: datetime | None = None
 
     @field_validator("routing_key")
     @classmethod
@@ -47,6 +53,40 @@ class PublishRequest(BaseModel):
 
     def payload_bytes(self) -> bytes:
         return orjson.dumps(self.payload)
+
+
+class BatchRequest(BaseModel):
+    """Only for the OpenAPI document: each message is validated on its own, not as a whole."""
+
+    messages: list[PublishRequest]
+
+
+def check_routing_key(routing_key: str, field: str) -> None:
+    if not routing_key or len(routing_key.encode()) > MAX_ROUTING_KEY_BYTES:
+        raise ValidationFailed(
+            f"{field}: 1 to {MAX_ROUTING_KEY_BYTES} bytes",
+            errors=[{"field": field, "message": "1 to 255 bytes", "type": "routing_key"}],
+        )
+
+
+def check_header_size(headers: dict[str, Any], limit: int, field: str = "headers") -> None:
+    # JSON is a close upper bound of the AMQP table encoding; the frame limit is far above.
+    if headers and len(orjson.dumps(headers)) > limit:
+        raise ValidationFailed(
+            f"{field}: over {limit} bytes",
+            errors=[{"field": field, "message": f"over {limit} bytes", "type": "too_large"}],
+        )
+
+
+def validate_message(item: object, field: str) -> PublishRequest:
+    """One message of a batch, with its errors named under `field` (e.g. `messages.3`)."""
+    try:
+        return PublishRequest.model_validate(item)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        for error in errors:
+            error["loc"] = (field, *error.get("loc", ()))
+        raise ValidationFailed.from_pydantic(errors) from None
 
 
 def parse_publish_request(raw: bytes) -> PublishRequest:
