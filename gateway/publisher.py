@@ -32,6 +32,9 @@ from hareway.wire import PERSISTENT, broker_exchange_name
 
 log = logging.getLogger(__name__)
 
+# How often a publish waiting for its confirm looks whether the broker blocked us.
+_BLOCKED_CHECK_S = 0.1
+
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
@@ -219,12 +222,16 @@ class AmqpPublisher:
                     await self._exchanges.ensure(exchange)
                 channel = await self._open_channel()
                 sent_at = time.perf_counter()
-                confirmation = await channel.basic_publish(
-                    message.body,
-                    exchange=exchange,
-                    routing_key=message.routing_key,
-                    properties=message.properties(),
-                    mandatory=True,
+                confirmation = await self._confirmed(
+                    asyncio.ensure_future(
+                        channel.basic_publish(
+                            message.body,
+                            exchange=exchange,
+                            routing_key=message.routing_key,
+                            properties=message.properties(),
+                            mandatory=True,
+                        )
+                    )
                 )
         except TimeoutError:
             raise PublishTimeout(
@@ -245,6 +252,26 @@ class AmqpPublisher:
         if not isinstance(confirmation, spec.Basic.Ack):
             raise Nacked(f"the broker did not ack the message: {confirmation!r}")
         return Confirmed(sent_at)
+
+    async def _confirmed(self, confirming: asyncio.Future[Any]) -> Any:
+        """The confirm, or `BrokerBlocked` as soon as the broker blocks the connection.
+
+        A blocked connection holds the message unconfirmed until the alarm clears, so
+        waiting for the timeout would only make the client wait longer for the same 503.
+        """
+        try:
+            while True:
+                done, _ = await asyncio.wait({confirming}, timeout=_BLOCKED_CHECK_S)
+                if done:
+                    return confirming.result()
+                if self.blocked:
+                    raise BrokerBlocked(
+                        "the broker blocked publishers (memory or disk alarm) before it "
+                        "confirmed; the outcome is unknown, so retry with the same message_id"
+                    )
+        finally:
+            if not confirming.done():
+                confirming.cancel()
 
     async def _open_channel(self) -> aiormq.abc.AbstractChannel:
         for _ in range(len(self._channels)):
