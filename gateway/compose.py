@@ -9,17 +9,20 @@ Anything else is refused with 415 before the body is read.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway import cloudevent
 from gateway.envelope import PublishRequest, check_header_size, check_routing_key
-from gateway.errors import UnsupportedMediaType, ValidationFailed
+from gateway.errors import ExchangeNotFound, UnsupportedMediaType, ValidationFailed
 from gateway.publisher import Outgoing
 from gateway.schemas import Schemas
 from hareway.wire import JSON_CONTENT_TYPE, new_message_id
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+# The names the broker accepts (pamqp refuses others before they are sent).
+_EXCHANGE_NAME = re.compile(r"[a-zA-Z0-9_.:-]{1,127}")
 
 
 class Form(enum.Enum):
@@ -33,6 +36,14 @@ def media_type(headers: Mapping[str, str]) -> str | None:
     if not content_type:
         return None
     return content_type.split(";", 1)[0].strip().lower() or None
+
+
+def check_exchange(exchange: str) -> None:
+    """A name no exchange can have is a 404 before anything else, not a client crash."""
+    if not _EXCHANGE_NAME.fullmatch(exchange):
+        raise ExchangeNotFound(
+            f"no exchange {exchange!r}: names are 1-127 of letters, digits, - _ . :"
+        )
 
 
 def body_form(headers: Mapping[str, str]) -> Form:

@@ -61,6 +61,7 @@ async def publish_batch(
     keys: IdempotencyDep,
 ) -> Response:
     started = time.perf_counter()
+    compose.check_exchange(exchange)
     kind = compose.media_type(request.headers)
     if kind not in (None, JSON_CONTENT_TYPE):
         raise UnsupportedMediaType(f"a batch is application/json, not {kind!r}")

@@ -54,6 +54,7 @@ async def publish_message(
 ) -> Response:
     started = time.perf_counter()
     headers = request.headers
+    compose.check_exchange(exchange)
     form = compose.body_form(headers)
     key = compose.idempotency_key(headers)
     raw = await read_capped(request, settings.max_message_bytes)

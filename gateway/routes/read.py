@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["read"])
 @router.get(
     "/messages/{message_id}",
     summary="Where a message is: stored or dead-lettered, by which queue, after how many tries",
-    responses=problem_responses(401, 403, 404, 429),
+    responses=problem_responses(401, 403, 404, 422, 429),
 )
 async def get_message(message_id: str, store: StoreDep, caller: AnyCaller) -> dict[str, Any]:
     # Only the queues the caller may read: the others do not even show the message exists.
