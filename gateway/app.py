@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from consumers.store import open_store
 from gateway import problems
 from gateway.auth import Authenticator
+from gateway.deps import PublishServices
 from gateway.idempotency import SqlIdempotencyKeys, purge_periodically
 from gateway.publisher import AmqpPublisher
 from gateway.routes import batch, health, publish, read
@@ -48,14 +49,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.publisher = publisher
         app.state.store = store
-        app.state.schemas = schemas
         app.state.authenticator = authenticator
-        app.state.idempotency_keys = keys = SqlIdempotencyKeys(
+        keys = SqlIdempotencyKeys(
             store.engine,
             ttl_s=settings.idempotency_ttl_s,
             # A claim outlives its own request by a margin, never a gateway that died.
             pending_ttl_s=settings.publish_timeout_s * 2 + 10,
             wait_s=settings.publish_timeout_s + 1,
+        )
+        app.state.publish_services = PublishServices(
+            publisher, settings, schemas, keys, authenticator
         )
         purging = asyncio.create_task(purge_periodically(keys, settings.idempotency_purge_s))
         log.info("gateway ready, publishing to %s", broker.redact(settings.rabbitmq_url))

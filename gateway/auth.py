@@ -76,6 +76,10 @@ class Authenticator:
         self._limit(key)
         return Caller(key.name, key.scopes)
 
+    def publisher(self, request: Request, exchange: str) -> Caller:
+        """The caller, if it may publish to `exchange`; for routes that skip `Depends`."""
+        return _may_publish(exchange, self.authenticate(request))
+
     def _limit(self, key: ApiKey) -> None:
         rate = key.rate_per_s or self.default_rate_per_s
         if not rate:
@@ -101,7 +105,7 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def _caller(request: Request) -> Caller:
+async def _caller(request: Request) -> Caller:
     authenticator: Authenticator = request.app.state.authenticator
     return authenticator.authenticate(request)
 
@@ -109,19 +113,23 @@ def _caller(request: Request) -> Caller:
 AnyCaller = Annotated[Caller, Depends(_caller)]
 
 
-def _publisher_of(exchange: str, caller: AnyCaller) -> Caller:
+def _may_publish(exchange: str, caller: Caller) -> Caller:
     if not caller.may("publish", exchange):
         raise Forbidden(f"{caller.name!r} may not publish to exchange {exchange!r}")
     return caller
 
 
-def _reader_of(queue: str, caller: AnyCaller) -> Caller:
+async def _publisher_of(exchange: str, caller: AnyCaller) -> Caller:
+    return _may_publish(exchange, caller)
+
+
+async def _reader_of(queue: str, caller: AnyCaller) -> Caller:
     if not caller.may("read", queue):
         raise Forbidden(f"{caller.name!r} may not read queue {queue!r}")
     return caller
 
 
-def _admin(caller: AnyCaller) -> Caller:
+async def _admin(caller: AnyCaller) -> Caller:
     if not (caller.open_access or "admin" in caller.scopes):
         raise Forbidden(f"{caller.name!r} lacks the admin scope")
     return caller

@@ -32,7 +32,7 @@ from hareway.wire import PERSISTENT, broker_exchange_name
 
 log = logging.getLogger(__name__)
 
-# How often a publish waiting for its confirm looks whether the broker blocked us.
+# How often the publishes waiting for a confirm are checked for a blocked connection.
 _BLOCKED_CHECK_S = 0.1
 
 
@@ -121,6 +121,9 @@ class AmqpPublisher:
         self._exchanges = _KnownExchanges(connection, exchange_cache_ttl_s)
         self._max_in_flight = max_in_flight
         self._in_flight = 0
+        # The timeouts of the publishes waiting for a confirm, cut short when blocked.
+        self._deadlines: set[asyncio.Timeout] = set()
+        self._watch = asyncio.ensure_future(self._watch_blocked())
 
     @classmethod
     async def open(
@@ -217,23 +220,28 @@ class AmqpPublisher:
         exchange = broker_exchange_name(message.exchange)
         sent_at = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout_s):
-                if exchange:
-                    await self._exchanges.ensure(exchange)
-                channel = await self._open_channel()
-                sent_at = time.perf_counter()
-                confirmation = await self._confirmed(
-                    asyncio.ensure_future(
-                        channel.basic_publish(
-                            message.body,
-                            exchange=exchange,
-                            routing_key=message.routing_key,
-                            properties=message.properties(),
-                            mandatory=True,
-                        )
+            async with asyncio.timeout(self._timeout_s) as deadline:
+                self._deadlines.add(deadline)
+                try:
+                    if exchange:
+                        await self._exchanges.ensure(exchange)
+                    channel = await self._open_channel()
+                    sent_at = time.perf_counter()
+                    confirmation = await channel.basic_publish(
+                        message.body,
+                        exchange=exchange,
+                        routing_key=message.routing_key,
+                        properties=message.properties(),
+                        mandatory=True,
                     )
-                )
+                finally:
+                    self._deadlines.discard(deadline)
         except TimeoutError:
+            if self.blocked:
+                raise BrokerBlocked(
+                    "the broker blocked publishers (memory or disk alarm) before it "
+                    "confirmed; the outcome is unknown, so retry with the same message_id"
+                ) from None
             raise PublishTimeout(
                 f"no confirm within {self._timeout_s:g}s; the message may or may not be "
                 "queued, so retry with the same message_id"
@@ -253,25 +261,19 @@ class AmqpPublisher:
             raise Nacked(f"the broker did not ack the message: {confirmation!r}")
         return Confirmed(sent_at)
 
-    async def _confirmed(self, confirming: asyncio.Future[Any]) -> Any:
-        """The confirm, or `BrokerBlocked` as soon as the broker blocks the connection.
+    async def _watch_blocked(self) -> None:
+        """End the waits of publishes in flight as soon as the broker blocks the connection.
 
-        A blocked connection holds the message unconfirmed until the alarm clears, so
-        waiting for the timeout would only make the client wait longer for the same 503.
+        A blocked connection holds them unconfirmed until the alarm clears; waiting out
+        the timeout would only make each client wait longer for the same 503. One watcher
+        for all publishes keeps the hot path free of a task or a timer of its own.
         """
-        try:
-            while True:
-                done, _ = await asyncio.wait({confirming}, timeout=_BLOCKED_CHECK_S)
-                if done:
-                    return confirming.result()
-                if self.blocked:
-                    raise BrokerBlocked(
-                        "the broker blocked publishers (memory or disk alarm) before it "
-                        "confirmed; the outcome is unknown, so retry with the same message_id"
-                    )
-        finally:
-            if not confirming.done():
-                confirming.cancel()
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_BLOCKED_CHECK_S)
+            if self._deadlines and self.blocked:
+                for deadline in list(self._deadlines):
+                    deadline.reschedule(loop.time())
 
     async def _open_channel(self) -> aiormq.abc.AbstractChannel:
         for _ in range(len(self._channels)):
@@ -281,6 +283,7 @@ class AmqpPublisher:
         raise BrokerUnavailable("no publish channel is open; retry later")
 
     async def close(self) -> None:
+        self._watch.cancel()
         await self._connection.close()
 
 
