@@ -14,6 +14,7 @@ from gateway import problems
 from gateway.auth import Authenticator
 from gateway.deps import PublishServices
 from gateway.idempotency import SqlIdempotencyKeys, purge_periodically
+from gateway.openapi import declare_security
 from gateway.publisher import AmqpPublisher
 from gateway.routes import batch, health, publish, read
 from gateway.schemas import Schemas
@@ -76,6 +77,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app, settings.retry_after_s)
+    declare_security(app)
     app.include_router(publish.router)
     app.include_router(batch.router)
     app.include_router(read.router)
