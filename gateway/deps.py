@@ -11,7 +11,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from consumers.store import Store
+from gateway.idempotency import IdempotencyKeys
 from gateway.publisher import Publisher
+from gateway.schemas import Schemas
 from gateway.settings import GatewaySettings
 
 
@@ -30,6 +32,18 @@ async def _settings(request: Request) -> GatewaySettings:
     return settings
 
 
+async def _schemas(request: Request) -> Schemas:
+    schemas: Schemas = request.app.state.schemas
+    return schemas
+
+
+async def _idempotency_keys(request: Request) -> IdempotencyKeys:
+    keys: IdempotencyKeys = request.app.state.idempotency_keys
+    return keys
+
+
 PublisherDep = Annotated[Publisher, Depends(_publisher)]
 StoreDep = Annotated[Store, Depends(_store)]
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
+SchemasDep = Annotated[Schemas, Depends(_schemas)]
+IdempotencyDep = Annotated[IdempotencyKeys, Depends(_idempotency_keys)]

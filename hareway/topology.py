@@ -65,10 +65,22 @@ class BindingSpec(_Spec):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
+class SchemaSpec(_Spec):
+    """A JSON Schema the gateway checks payloads against before publishing them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    exchange: str
+    # A glob (`*` matches anything, dots included): `order.*`, `*`, or one exact key.
+    routing_key: str = "*"
+    json_schema: dict[str, Any] = Field(alias="schema")
+
+
 class Topology(_Spec):
     exchanges: tuple[ExchangeSpec, ...] = ()
     queues: tuple[QueueSpec, ...] = ()
     bindings: tuple[BindingSpec, ...] = ()
+    schemas: tuple[SchemaSpec, ...] = ()
 
     @model_validator(mode="after")
     def _bindings_name_declared_entities(self) -> Topology:
