@@ -12,8 +12,9 @@ from pamqp import commands as spec
 BODY = b'{"order_id": 42, "amount": 99.5, "currency": "EUR", "customer": "c-1234567"}'
 
 
-async def aio_pika_publisher(url: str, exchange: str, routing_key: str, duration: float,
-                             in_flight: int = 256) -> float:
+async def aio_pika_publisher(
+    url: str, exchange: str, routing_key: str, duration: float, in_flight: int = 256
+) -> float:
     """msg/s of persistent, confirmed publishes with `in_flight` confirms outstanding."""
     connection = await aio_pika.connect(url)
     channel = await connection.channel(publisher_confirms=True)
@@ -25,8 +26,11 @@ async def aio_pika_publisher(url: str, exchange: str, routing_key: str, duration
         nonlocal confirmed
         while time.perf_counter() < deadline:
             await target.publish(
-                aio_pika.Message(BODY, content_type="application/json",
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                aio_pika.Message(
+                    BODY,
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
                 routing_key=routing_key,
                 mandatory=True,
             )
@@ -39,8 +43,9 @@ async def aio_pika_publisher(url: str, exchange: str, routing_key: str, duration
     return confirmed / elapsed
 
 
-async def aiormq_publisher(url: str, exchange: str, routing_key: str, duration: float,
-                           in_flight: int = 256) -> float:
+async def aiormq_publisher(
+    url: str, exchange: str, routing_key: str, duration: float, in_flight: int = 256
+) -> float:
     connection = await aiormq.connect(url)
     channel = await connection.channel(publisher_confirms=True)
     properties = spec.Basic.Properties(content_type="application/json", delivery_mode=2)
@@ -50,8 +55,13 @@ async def aiormq_publisher(url: str, exchange: str, routing_key: str, duration: 
     async def lane() -> None:
         nonlocal confirmed
         while time.perf_counter() < deadline:
-            await channel.basic_publish(BODY, exchange=exchange, routing_key=routing_key,
-                                        properties=properties, mandatory=True)
+            await channel.basic_publish(
+                BODY,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=True,
+            )
             confirmed += 1
 
     started = time.perf_counter()
@@ -66,19 +76,26 @@ async def fill(url: str, exchange: str, routing_key: str, count: int) -> None:
     channel = await connection.channel(publisher_confirms=True)
     properties = spec.Basic.Properties(content_type="application/json", delivery_mode=2)
     for start in range(0, count, 500):
-        await asyncio.gather(*(
-            channel.basic_publish(BODY, exchange=exchange, routing_key=routing_key,
-                                  properties=spec.Basic.Properties(
-                                      content_type="application/json", delivery_mode=2,
-                                      message_id=f"fill-{index}"))
-            for index in range(start, min(start + 500, count))
-        ))
+        await asyncio.gather(
+            *(
+                channel.basic_publish(
+                    BODY,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=spec.Basic.Properties(
+                        content_type="application/json", delivery_mode=2, message_id=f"fill-{index}"
+                    ),
+                )
+                for index in range(start, min(start + 500, count))
+            )
+        )
     del properties
     await connection.close()
 
 
-async def consume_loop(url: str, queue: str, count: int, prefetch: int = 500,
-                       ack_every: int = 100) -> float:
+async def consume_loop(
+    url: str, queue: str, count: int, prefetch: int = 500, ack_every: int = 100
+) -> float:
     """msg/s of a bare consume + ack(multiple=True) loop, first delivery to last ack."""
     connection = await aio_pika.connect(url)
     channel = await connection.channel()

@@ -105,6 +105,7 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
+# The dependencies are `async def`: a plain `def` one would run in a worker thread.
 async def _caller(request: Request) -> Caller:
     authenticator: Authenticator = request.app.state.authenticator
     return authenticator.authenticate(request)

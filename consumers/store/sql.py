@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -20,6 +20,9 @@ from consumers.store.schema import messages
 # Connection-level failures: the database is down or went away. Anything else (a
 # constraint we did not expect, a type error) is a bug and must not be retried forever.
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, ConnectionError, TimeoutError)
+
+
+_COLUMNS = tuple(field.name for field in fields(DeliveryRecord))
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -43,7 +46,8 @@ class SqlStore:
     async def save(self, records: Sequence[DeliveryRecord]) -> None:
         if not records:
             return
-        rows = [asdict(record) for record in records]
+        # Shallow on purpose: dataclasses.asdict deep-copies every headers dict.
+        rows = [{name: getattr(record, name) for name in _COLUMNS} for record in records]
         try:
             async with self._engine.connect() as connection:
                 connection = await connection.execution_options(**self._write_options)
