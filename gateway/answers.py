@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -15,14 +16,46 @@ log = logging.getLogger(__name__)
 _STORE_DOWN = (OperationalError, InterfaceError, OSError, ConnectionError, TimeoutError)
 
 
-def server_timing(phases: Iterable[tuple[str, str, float]]) -> str:
-    """`name;desc="...";dur=ms` per phase, as the browser's DevTools Timing tab shows them."""
-    return ", ".join(
-        f"{name};dur={seconds * 1000:.3f}"
-        if desc == name
-        else f'{name};desc="{desc}";dur={seconds * 1000:.3f}'
-        for name, desc, seconds in phases
-    )
+class Timing:
+    """The phases of one publish request, for its `Server-Timing` header, failed or not.
+
+    `validate` (read and check the body), `publish` (frames to a confirm channel), `confirm`
+    (until the broker confirmed). A request that fails shows the phase it failed in.
+    """
+
+    __slots__ = ("_mark", "_phases", "_stage")
+
+    def __init__(self) -> None:
+        self._mark = time.perf_counter()
+        self._phases: list[str] = []
+        self._stage: tuple[str, str] | None = ("validate", "")
+
+    def validated(self) -> None:
+        self._close("validate", "", time.perf_counter())
+        self._stage = ("publish", "publish and confirm")
+
+    def confirmed(self, sent_at: float) -> None:
+        self._close("publish", "to the channel", sent_at)
+        self._close("confirm", "broker confirm", time.perf_counter())
+        self._stage = None
+
+    def header(self) -> str:
+        phases = list(self._phases)
+        if self._stage is not None:
+            name, desc = self._stage
+            phases.append(_phase(name, desc, time.perf_counter() - self._mark))
+        return ", ".join(phases)
+
+    def _close(self, name: str, desc: str, at: float) -> None:
+        self._phases.append(_phase(name, desc, at - self._mark))
+        self._mark = at
+
+
+def _phase(name: str, desc: str, seconds: float) -> str:
+    """`name;desc="...";dur=ms`, as the browser's DevTools Timing tab shows it."""
+    if desc:
+        return f'{name};desc="{desc}";dur={seconds * 1000:.3f}'
+    return f"{name};dur={seconds * 1000:.3f}"
 
 
 async def answer_once(

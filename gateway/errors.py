@@ -19,6 +19,8 @@ class GatewayError(HarewayError):
         super().__init__(detail)
         self.detail = detail
         self.extensions = extensions
+        # Set by the publish routes, so a failed publish shows where its time went too.
+        self.server_timing: str | None = None
 
 
 class InvalidJson(GatewayError):

@@ -43,6 +43,8 @@ def problem_response(
     error: GatewayError, retry_after_s: int, headers: dict[str, str] | None = None
 ) -> Response:
     all_headers = dict(headers or {})
+    if error.server_timing:
+        all_headers["Server-Timing"] = error.server_timing
     if isinstance(error, BrokerError | StoreUnavailable | IdempotencyKeyInProgress):
         all_headers["Retry-After"] = str(retry_after_s)
     elif isinstance(error, RateLimited):

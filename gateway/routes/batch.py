@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway import compose
-from gateway.answers import answer_once, server_timing
+from gateway.answers import Timing, answer_once
 from gateway.body import read_capped
 from gateway.compose import Context
 from gateway.deps import publish_services
@@ -50,11 +50,16 @@ router = APIRouter(prefix="/v1", tags=["publish"])
         **problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
     },
 )
-async def publish_batch(
-    exchange: str,
-    request: Request,
-) -> Response:
-    started = time.perf_counter()
+async def publish_batch(exchange: str, request: Request) -> Response:
+    timing = Timing()
+    try:
+        return await _publish_many(exchange, request, timing)
+    except GatewayError as error:
+        error.server_timing = timing.header()
+        raise
+
+
+async def _publish_many(exchange: str, request: Request, timing: Timing) -> Response:
     services = publish_services(request)
     caller = services.authenticator.publisher(request, exchange)
     publisher, settings, schemas = services.publisher, services.settings, services.schemas
@@ -79,21 +84,19 @@ async def publish_batch(
             results[index] = _failed(index, _given_id(item), "invalid", exc)
         else:
             outgoing.append((index, message))
-    validated = time.perf_counter()
-    timing: list[tuple[str, str, float]] = [("validate", "validate", validated - started)]
+    timing.validated()
 
     async def publish() -> Answer:
         published: list[Confirmed | GatewayError] = []
         if outgoing:
             await publisher.prepare(exchange)
             published = await publisher.publish_batch([message for _, message in outgoing])
-        done = time.perf_counter()
-        sent_at = max(
-            (result.sent_at for result in published if isinstance(result, Confirmed)),
-            default=done,
+        timing.confirmed(
+            max(
+                (result.sent_at for result in published if isinstance(result, Confirmed)),
+                default=time.perf_counter(),
+            )
         )
-        timing.append(("publish", "to the channels", sent_at - validated))
-        timing.append(("confirm", "broker confirms", done - sent_at))
         for (index, message), result in zip(outgoing, published, strict=True):
             if isinstance(result, Confirmed):
                 results[index] = {
@@ -110,7 +113,7 @@ async def publish_batch(
     answer, replayed = await answer_once(
         services.idempotency_keys, caller.name, key, request_parts, publish
     )
-    headers = {"Server-Timing": server_timing(timing)}
+    headers = {"Server-Timing": timing.header()}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return Response(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 from urllib.parse import quote
 
@@ -11,11 +10,12 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from gateway import compose
-from gateway.answers import answer_once, server_timing
+from gateway.answers import Timing, answer_once
 from gateway.body import read_capped
 from gateway.compose import Context, Form
 from gateway.deps import publish_services
 from gateway.envelope import parse_publish_request
+from gateway.errors import GatewayError
 from gateway.idempotency import Answer
 from gateway.openapi import PUBLISH_ONE_BODY, PUBLISHED, problem_responses
 from hareway.wire import JSON_CONTENT_TYPE
@@ -46,7 +46,17 @@ async def publish_message(
         str | None, Query(description="CloudEvents only: the routing key, else the event type")
     ] = None,
 ) -> Response:
-    started = time.perf_counter()
+    timing = Timing()
+    try:
+        return await _publish_one(exchange, request, routing_key, timing)
+    except GatewayError as error:
+        error.server_timing = timing.header()
+        raise
+
+
+async def _publish_one(
+    exchange: str, request: Request, routing_key: str | None, timing: Timing
+) -> Response:
     services = publish_services(request)
     caller = services.authenticator.publisher(request, exchange)
     publisher, settings, schemas = services.publisher, services.settings, services.schemas
@@ -60,14 +70,11 @@ async def publish_message(
         outgoing = compose.from_envelope(parse_publish_request(raw), context, key)
     else:
         outgoing = compose.from_cloudevent(form, headers, raw, routing_key, context)
-    validated = time.perf_counter()
-    timing: list[tuple[str, str, float]] = [("validate", "validate", validated - started)]
+    timing.validated()
 
     async def publish() -> Answer:
         confirmed = await publisher.publish(outgoing)
-        done = time.perf_counter()
-        timing.append(("publish", "to the channel", confirmed.sent_at - validated))
-        timing.append(("confirm", "broker confirm", done - confirmed.sent_at))
+        timing.confirmed(confirmed.sent_at)
         body = {
             "message_id": outgoing.message_id,
             "exchange": exchange,
@@ -87,7 +94,7 @@ async def publish_message(
     answer, replayed = await answer_once(
         services.idempotency_keys, caller.name, key, request_parts, publish
     )
-    response_headers = {"Server-Timing": server_timing(timing)}
+    response_headers = {"Server-Timing": timing.header()}
     if replayed:
         response_headers["Idempotent-Replayed"] = "true"
         message_id = str(orjson.loads(answer.body).get("message_id", outgoing.message_id))

@@ -333,3 +333,32 @@ async def test_no_confirm_in_time_is_503_outcome_unknown(
             assert "may or may not" in str(problem["detail"])
             assert response.headers["retry-after"]
             assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_server_timing_splits_the_phases_of_answers_and_failures(
+    client: httpx.AsyncClient, names: Names
+) -> None:
+    url = f"/v1/exchanges/{names.exchange}/messages"
+    ok = await client.post(url, json=ORDER)
+    phases = [part.split(";")[0] for part in ok.headers["server-timing"].split(", ")]
+    assert phases == ["validate", "publish", "confirm"]
+    for part in ok.headers["server-timing"].split(", "):
+        assert float(part.rsplit("dur=", 1)[1]) >= 0
+
+    unroutable = await client.post(url, json={"routing_key": "invoice.paid", "payload": {}})
+    assert unroutable.status_code == 422
+    assert [p.split(";")[0] for p in unroutable.headers["server-timing"].split(", ")] == [
+        "validate",
+        "publish",
+    ]
+    invalid = await client.post(url, content=b"{", headers={"content-type": "application/json"})
+    assert invalid.headers["server-timing"].startswith("validate;dur=")
+
+    batch = await client.post(
+        f"/v1/exchanges/{names.exchange}/batch", json={"messages": [ORDER, ORDER]}
+    )
+    assert [p.split(";")[0] for p in batch.headers["server-timing"].split(", ")] == [
+        "validate",
+        "publish",
+        "confirm",
+    ]
