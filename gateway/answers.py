@@ -39,6 +39,11 @@ class Timing:
         self._close("confirm", "broker confirm", time.perf_counter())
         self._stage = None
 
+    def replayed(self) -> None:
+        """An Idempotency-Key repeat: the time went to finding the first answer."""
+        self._close("replay", "first answer from the store", time.perf_counter())
+        self._stage = None
+
     def header(self) -> str:
         phases = list(self._phases)
         if self._stage is not None:

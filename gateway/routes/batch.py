@@ -113,9 +113,11 @@ async def _publish_many(exchange: str, request: Request, timing: Timing) -> Resp
     answer, replayed = await answer_once(
         services.idempotency_keys, caller.name, key, request_parts, publish
     )
-    headers = {"Server-Timing": timing.header()}
+    headers = {}
     if replayed:
+        timing.replayed()
         headers["Idempotent-Replayed"] = "true"
+    headers["Server-Timing"] = timing.header()
     return Response(
         answer.body, status_code=answer.status, media_type=JSON_CONTENT_TYPE, headers=headers
     )

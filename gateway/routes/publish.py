@@ -94,13 +94,14 @@ async def _publish_one(
     answer, replayed = await answer_once(
         services.idempotency_keys, caller.name, key, request_parts, publish
     )
-    response_headers = {"Server-Timing": timing.header()}
+    message_id = outgoing.message_id
+    response_headers = {}
     if replayed:
+        timing.replayed()
         response_headers["Idempotent-Replayed"] = "true"
-        message_id = str(orjson.loads(answer.body).get("message_id", outgoing.message_id))
-    else:
-        message_id = outgoing.message_id
+        message_id = str(orjson.loads(answer.body).get("message_id", message_id))
     response_headers["Location"] = f"/v1/messages/{quote(message_id, safe='')}"
+    response_headers["Server-Timing"] = timing.header()
     return Response(
         answer.body,
         status_code=answer.status,

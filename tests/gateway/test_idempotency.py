@@ -28,6 +28,10 @@ async def test_same_key_twice_publishes_once_with_the_same_message_id(
     assert again.json()["message_id"] == "pay-1"
     assert again.headers["idempotent-replayed"] == "true"
     assert again.headers["location"] == first.headers["location"]
+    assert [p.split(";")[0] for p in again.headers["server-timing"].split(", ")] == [
+        "validate",
+        "replay",
+    ]
     assert await ready_count(amqp, names.queue) == 1
 
 
