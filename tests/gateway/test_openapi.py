@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 
 from gateway.app import create_app
-from gateway.settings import GatewaySettings
+from gateway.settings import ApiKey, GatewaySettings
 
 pytestmark = pytest.mark.broker
 
@@ -23,8 +24,16 @@ PREFIX = f"t{uuid.uuid4().hex[:8]}"
 EXCHANGE = f"{PREFIX}.orders"
 
 
-@pytest.fixture(scope="module")
-def fuzzed_app(rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+@pytest.fixture(scope="module", params=["open", "with-keys"])
+def fuzzed_app(
+    request: pytest.FixtureRequest, rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> FastAPI:
+    # With keys configured and none sent, every /v1 answer must be a documented 401.
+    keys = (
+        (ApiKey(name="fuzz", sha256=hashlib.sha256(b"k").hexdigest(), scopes=("admin",)),)
+        if request.param == "with-keys"
+        else ()
+    )
     base = tmp_path_factory.mktemp("fuzz")
     prefix = PREFIX
     # The app's lifespan lasts as long as schemathesis's ASGI client (the test process), so
@@ -41,6 +50,7 @@ def fuzzed_app(rabbitmq_url: str, tmp_path_factory: pytest.TempPathFactory) -> F
             rabbitmq_url=rabbitmq_url,
             database_url=f"sqlite+aiosqlite:///{base / 'fuzz.db'}",
             topology_file=str(path),
+            api_keys=keys,
             _env_file=None,  # type: ignore[call-arg]
         )
     )
