@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from consumers.store import open_store
 from gateway import problems
 from gateway.auth import Authenticator
+from gateway.fastpath import Gateway
 from gateway.idempotency import SqlIdempotencyKeys, purge_periodically
 from gateway.publisher import AmqpPublisher
 from gateway.routes import batch, health, publish, read
@@ -66,7 +67,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await publisher.close()
             await store.close()
 
-    app = FastAPI(
+    app = Gateway(
         title="hareway",
         summary="An HTTP gateway for RabbitMQ: 2xx only once the broker confirmed",
         version="0.1.0",

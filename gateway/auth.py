@@ -110,10 +110,14 @@ async def _caller(request: Request) -> Caller:
 AnyCaller = Annotated[Caller, Depends(_caller)]
 
 
-async def _publisher_of(exchange: str, caller: AnyCaller) -> Caller:
+def require_publish(caller: Caller, exchange: str) -> Caller:
     if not caller.may("publish", exchange):
         raise Forbidden(f"{caller.name!r} may not publish to exchange {exchange!r}")
     return caller
+
+
+async def _publisher_of(exchange: str, caller: AnyCaller) -> Caller:
+    return require_publish(caller, exchange)
 
 
 async def _reader_of(queue: str, caller: AnyCaller) -> Caller:
