@@ -12,8 +12,10 @@ from fastapi import FastAPI
 from consumers.store import open_store
 from gateway import problems
 from gateway.auth import Authenticator
+from gateway.deps import PublishServices
 from gateway.fastpath import Gateway
 from gateway.idempotency import SqlIdempotencyKeys, purge_periodically
+from gateway.openapi import declare_security
 from gateway.publisher import AmqpPublisher
 from gateway.routes import batch, health, publish, read
 from gateway.schemas import Schemas
@@ -49,14 +51,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.publisher = publisher
         app.state.store = store
-        app.state.schemas = schemas
         app.state.authenticator = authenticator
-        app.state.idempotency_keys = keys = SqlIdempotencyKeys(
+        keys = SqlIdempotencyKeys(
             store.engine,
             ttl_s=settings.idempotency_ttl_s,
             # A claim outlives its own request by a margin, never a gateway that died.
             pending_ttl_s=settings.publish_timeout_s * 2 + 10,
             wait_s=settings.publish_timeout_s + 1,
+        )
+        app.state.publish_services = PublishServices(
+            publisher, settings, schemas, keys, authenticator
         )
         purging = asyncio.create_task(purge_periodically(keys, settings.idempotency_purge_s))
         log.info("gateway ready, publishing to %s", broker.redact(settings.rabbitmq_url))
@@ -74,6 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app, settings.retry_after_s)
+    declare_security(app)
     app.include_router(publish.router)
     app.include_router(batch.router)
     app.include_router(read.router)

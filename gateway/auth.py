@@ -76,6 +76,10 @@ class Authenticator:
         self._limit(key)
         return Caller(key.name, key.scopes)
 
+    def publisher(self, request: Request, exchange: str) -> Caller:
+        """The caller, if it may publish to `exchange`; for routes that skip `Depends`."""
+        return _may_publish(exchange, self.authenticate(request))
+
     def _limit(self, key: ApiKey) -> None:
         rate = key.rate_per_s or self.default_rate_per_s
         if not rate:
@@ -110,14 +114,14 @@ async def _caller(request: Request) -> Caller:
 AnyCaller = Annotated[Caller, Depends(_caller)]
 
 
-def require_publish(caller: Caller, exchange: str) -> Caller:
+def _may_publish(exchange: str, caller: Caller) -> Caller:
     if not caller.may("publish", exchange):
         raise Forbidden(f"{caller.name!r} may not publish to exchange {exchange!r}")
     return caller
 
 
 async def _publisher_of(exchange: str, caller: AnyCaller) -> Caller:
-    return require_publish(caller, exchange)
+    return _may_publish(exchange, caller)
 
 
 async def _reader_of(queue: str, caller: AnyCaller) -> Caller:

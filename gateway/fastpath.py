@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.auth import require_publish
 from gateway.errors import GatewayError
 from gateway.problems import problem_response
 from gateway.routes import batch, publish
@@ -32,7 +31,7 @@ class Gateway(FastAPI):
         if scope["type"] == "http" and scope["method"] == "POST":
             match = _PUBLISH_PATH.fullmatch(scope["path"])
             # Before the lifespan has run there is nothing to publish with: let FastAPI answer.
-            if match is not None and hasattr(self.state, "publisher"):
+            if match is not None and hasattr(self.state, "publish_services"):
                 scope["app"] = self
                 response = await self._publish(Request(scope, receive), match[1], match[2])
                 await response(scope, receive, send)
@@ -40,34 +39,16 @@ class Gateway(FastAPI):
         await super().__call__(scope, receive, send)
 
     async def _publish(self, request: Request, exchange: str, path: str) -> Response:
-        state = self.state
+        retry_after_s = self.state.publish_services.settings.retry_after_s
         try:
-            caller = require_publish(state.authenticator.authenticate(request), exchange)
             if path == "messages":
-                return await publish.publish_message(
-                    exchange,
-                    request,
-                    caller,
-                    state.publisher,
-                    state.settings,
-                    state.schemas,
-                    state.idempotency_keys,
-                    request.query_params.get("routing_key"),
-                )
-            return await batch.publish_batch(
-                exchange,
-                request,
-                caller,
-                state.publisher,
-                state.settings,
-                state.schemas,
-                state.idempotency_keys,
-            )
+                routing_key = request.query_params.get("routing_key")
+                return await publish.publish_message(exchange, request, routing_key)
+            return await batch.publish_batch(exchange, request)
         except GatewayError as exc:
-            return problem_response(exc, state.settings.retry_after_s)
+            return problem_response(exc, retry_after_s)
         except Exception:
             log.exception("unexpected error publishing to %r", exchange)
             return problem_response(
-                GatewayError("unexpected error; the gateway log has the details"),
-                state.settings.retry_after_s,
+                GatewayError("unexpected error; the gateway log has the details"), retry_after_s
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import FastAPI
+
 from gateway.envelope import BatchRequest, PublishRequest
 
 PROBLEM_SCHEMA: dict[str, Any] = {
@@ -253,3 +255,31 @@ BATCH_RESULTS: dict[str, Any] = {
         }
     },
 }
+
+
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an API key as a bearer token"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def declare_security(app: FastAPI) -> None:
+    """Say in the document that /v1 takes an API key, so /docs offers "Authorize".
+
+    The publish routes check keys without `Depends` (it is their hot path), so FastAPI
+    cannot infer this; the document is amended once, when first built.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        for path, operations in document["paths"].items():
+            if path.startswith("/v1/"):
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

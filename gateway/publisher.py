@@ -32,7 +32,7 @@ from hareway.wire import PERSISTENT, broker_exchange_name
 
 log = logging.getLogger(__name__)
 
-# How often a publish waiting for its confirm looks whether the broker blocked us.
+# How often the publishes waiting for a confirm are checked for a blocked connection.
 _BLOCKED_CHECK_S = 0.1
 
 
@@ -121,9 +121,9 @@ class AmqpPublisher:
         self._exchanges = _KnownExchanges(connection, exchange_cache_ttl_s)
         self._max_in_flight = max_in_flight
         self._in_flight = 0
-        self._publishing: set[asyncio.Task[Any]] = set()
-        self._cancelled_by_block: set[asyncio.Task[Any]] = set()
-        self._watcher: asyncio.Task[None] | None = None
+        # The timeouts of the publishes waiting for a confirm, cut short when blocked.
+        self._deadlines: set[asyncio.Timeout] = set()
+        self._watch = asyncio.ensure_future(self._watch_blocked())
 
     @classmethod
     async def open(
@@ -219,36 +219,33 @@ class AmqpPublisher:
     async def _publish(self, message: Outgoing) -> Confirmed:
         exchange = broker_exchange_name(message.exchange)
         sent_at = time.perf_counter()
-        task = asyncio.current_task()
-        assert task is not None
-        self._watch_for_block(task)
         try:
-            async with asyncio.timeout(self._timeout_s):
-                if exchange:
-                    await self._exchanges.ensure(exchange)
-                channel = await self._open_channel()
-                sent_at = time.perf_counter()
-                confirmation = await channel.basic_publish(
-                    message.body,
-                    exchange=exchange,
-                    routing_key=message.routing_key,
-                    properties=message.properties(),
-                    mandatory=True,
-                    # Without this, aiormq holds the channel's lock until the frames reach
-                    # the socket: one message per channel per loop turn. The in-flight cap
-                    # bounds what waits in its write queue instead.
-                    wait=False,
-                )
-        except asyncio.CancelledError:
-            if task not in self._cancelled_by_block:
-                raise
-            self._cancelled_by_block.discard(task)
-            task.uncancel()
-            raise BrokerBlocked(
-                "the broker blocked publishers (memory or disk alarm) before it confirmed; "
-                "the outcome is unknown, so retry with the same message_id"
-            ) from None
+            async with asyncio.timeout(self._timeout_s) as deadline:
+                self._deadlines.add(deadline)
+                try:
+                    if exchange:
+                        await self._exchanges.ensure(exchange)
+                    channel = await self._open_channel()
+                    sent_at = time.perf_counter()
+                    confirmation = await channel.basic_publish(
+                        message.body,
+                        exchange=exchange,
+                        routing_key=message.routing_key,
+                        properties=message.properties(),
+                        mandatory=True,
+                        # Without this, aiormq holds the channel's lock until the frames
+                        # reach the socket: one message per channel per loop turn. The
+                        # in-flight cap bounds what waits in its write queue instead.
+                        wait=False,
+                    )
+                finally:
+                    self._deadlines.discard(deadline)
         except TimeoutError:
+            if self.blocked:
+                raise BrokerBlocked(
+                    "the broker blocked publishers (memory or disk alarm) before it "
+                    "confirmed; the outcome is unknown, so retry with the same message_id"
+                ) from None
             raise PublishTimeout(
                 f"no confirm within {self._timeout_s:g}s; the message may or may not be "
                 "queued, so retry with the same message_id"
@@ -264,31 +261,23 @@ class AmqpPublisher:
             raise Nacked(f"the broker nacked the message: {exc}") from None
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise BrokerUnavailable(f"the broker connection failed: {exc!r}") from None
-        finally:
-            self._publishing.discard(task)
         if not isinstance(confirmation, spec.Basic.Ack):
             raise Nacked(f"the broker did not ack the message: {confirmation!r}")
         return Confirmed(sent_at)
 
-    def _watch_for_block(self, task: asyncio.Task[Any]) -> None:
-        """Fail `task`'s publish with `BrokerBlocked` as soon as the broker blocks.
-
-        A blocked connection holds messages unconfirmed until the alarm clears, so waiting
-        for the timeout would only make the client wait longer for the same 503. One
-        watcher looks every 0.1 s while anything is in flight: a wait with a timeout per
-        message cost more CPU than the publish itself.
-        """
-        self._publishing.add(task)
-        if self._watcher is None or self._watcher.done():
-            self._watcher = asyncio.create_task(self._watch_blocked(), name="blocked watcher")
-
     async def _watch_blocked(self) -> None:
-        while self._publishing:
+        """End the waits of publishes in flight as soon as the broker blocks the connection.
+
+        A blocked connection holds them unconfirmed until the alarm clears; waiting out
+        the timeout would only make each client wait longer for the same 503. One watcher
+        for all publishes keeps the hot path free of a task or a timer of its own.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
             await asyncio.sleep(_BLOCKED_CHECK_S)
-            if self.blocked:
-                for task in self._publishing - self._cancelled_by_block:
-                    self._cancelled_by_block.add(task)
-                    task.cancel()
+            if self._deadlines and self.blocked:
+                for deadline in list(self._deadlines):
+                    deadline.reschedule(loop.time())
 
     async def _open_channel(self) -> aiormq.Channel:
         for _ in range(len(self._channels)):
@@ -299,6 +288,7 @@ class AmqpPublisher:
         raise BrokerUnavailable("no publish channel is open; retry later")
 
     async def close(self) -> None:
+        self._watch.cancel()
         await self._connection.close()
 
 

@@ -11,10 +11,9 @@ from starlette.responses import Response
 
 from gateway import compose
 from gateway.answers import answer_once, server_timing
-from gateway.auth import PublishCaller
 from gateway.body import read_capped
 from gateway.compose import Context
-from gateway.deps import IdempotencyDep, PublisherDep, SchemasDep, SettingsDep
+from gateway.deps import publish_services
 from gateway.envelope import validate_message
 from gateway.errors import (
     BrokerError,
@@ -54,13 +53,11 @@ router = APIRouter(prefix="/v1", tags=["publish"])
 async def publish_batch(
     exchange: str,
     request: Request,
-    caller: PublishCaller,
-    publisher: PublisherDep,
-    settings: SettingsDep,
-    schemas: SchemasDep,
-    keys: IdempotencyDep,
 ) -> Response:
     started = time.perf_counter()
+    services = publish_services(request)
+    caller = services.authenticator.publisher(request, exchange)
+    publisher, settings, schemas = services.publisher, services.settings, services.schemas
     compose.check_exchange(exchange)
     kind = compose.media_type(request.headers)
     if kind not in (None, JSON_CONTENT_TYPE):
@@ -110,7 +107,9 @@ async def publish_batch(
         return Answer(202 if all_confirmed else 207, orjson.dumps({"results": results}))
 
     request_parts = ("batch", exchange, raw)
-    answer, replayed = await answer_once(keys, caller.name, key, request_parts, publish)
+    answer, replayed = await answer_once(
+        services.idempotency_keys, caller.name, key, request_parts, publish
+    )
     headers = {"Server-Timing": server_timing(timing)}
     if replayed:
         headers["Idempotent-Replayed"] = "true"

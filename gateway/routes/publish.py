@@ -12,10 +12,9 @@ from starlette.responses import Response
 
 from gateway import compose
 from gateway.answers import answer_once, server_timing
-from gateway.auth import PublishCaller
 from gateway.body import read_capped
 from gateway.compose import Context, Form
-from gateway.deps import IdempotencyDep, PublisherDep, SchemasDep, SettingsDep
+from gateway.deps import publish_services
 from gateway.envelope import parse_publish_request
 from gateway.idempotency import Answer
 from gateway.openapi import PUBLISH_ONE_BODY, PUBLISHED, problem_responses
@@ -43,16 +42,14 @@ router = APIRouter(prefix="/v1", tags=["publish"])
 async def publish_message(
     exchange: str,
     request: Request,
-    caller: PublishCaller,
-    publisher: PublisherDep,
-    settings: SettingsDep,
-    schemas: SchemasDep,
-    keys: IdempotencyDep,
     routing_key: Annotated[
         str | None, Query(description="CloudEvents only: the routing key, else the event type")
     ] = None,
 ) -> Response:
     started = time.perf_counter()
+    services = publish_services(request)
+    caller = services.authenticator.publisher(request, exchange)
+    publisher, settings, schemas = services.publisher, services.settings, services.schemas
     headers = request.headers
     compose.check_exchange(exchange)
     form = compose.body_form(headers)
@@ -87,7 +84,9 @@ async def publish_message(
         *sorted(f"{name}={value}" for name, value in headers.items() if name.startswith("ce-")),
         raw,
     )
-    answer, replayed = await answer_once(keys, caller.name, key, request_parts, publish)
+    answer, replayed = await answer_once(
+        services.idempotency_keys, caller.name, key, request_parts, publish
+    )
     response_headers = {"Server-Timing": server_timing(timing)}
     if replayed:
         response_headers["Idempotent-Replayed"] = "true"

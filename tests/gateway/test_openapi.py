@@ -131,6 +131,9 @@ async def test_every_path_documents_its_errors_with_the_problem_schema(
                 content = response["content"]["application/problem+json"]
                 assert set(content["schema"]["required"]) == {"type", "title", "status", "detail"}
                 assert content["example"]["status"] == int(status)
+    assert set(document["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert document["paths"]["/v1/exchanges/{exchange}/messages"]["post"]["security"]
+    assert "security" not in document["paths"]["/healthz"]["get"]
     docs = await client.get("/docs")
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()

@@ -317,3 +317,19 @@ async def test_a_batch_over_the_in_flight_cap_is_503_at_once(
             )
             assert fits.status_code == 202, fits.text
     assert await ready_count(amqp, names.queue) == 10
+
+
+async def test_no_confirm_in_time_is_503_outcome_unknown(
+    gateway_settings: GatewaySettings, names: Names
+) -> None:
+    settings = gateway_settings.model_copy(update={"publish_timeout_s": 1e-6})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            response = await client.post(f"/v1/exchanges/{names.exchange}/messages", json=ORDER)
+            problem = assert_problem(response, 503, "/publish-timeout")
+            assert problem["retryable"] is True
+            assert "may or may not" in str(problem["detail"])
+            assert response.headers["retry-after"]
+            assert (await client.get("/readyz")).status_code == 200
