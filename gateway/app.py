@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from consumers.store import open_store
 from gateway import problems
 from gateway.publisher import AmqpPublisher
-from gateway.routes import health, publish, read
+from gateway.routes import dead_letters, health, publish, read
 from gateway.settings import GatewaySettings
 from hareway import broker
 from hareway.topology import declare_topology, load_topology
@@ -59,4 +59,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(publish.router)
     app.include_router(read.router)
     app.include_router(health.router)
+    app.include_router(dead_letters.router)
     return app
