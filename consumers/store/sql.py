@@ -89,8 +89,8 @@ class SqlStore:
         dead = [asdict(record) for record in unique if record.status == "dead_lettered"]
         if persisted:
             # A redriven message that now succeeded replaces its dead letter with a new
-            # row: a new id puts it after every cursor a reader already holds. (Updating
-            # in place, as ON CONFLICT DO UPDATE would, hides it from those readers.)
+            # row: a new id puts it after every cursor a reader of persisted messages holds.
+            # (Updating in place, as ON CONFLICT DO UPDATE would, hides it from them.)
             keys = [(row["queue"], row["message_id"]) for row in persisted]
             await tx.execute(
                 delete(messages).where(
@@ -142,7 +142,11 @@ class SqlStore:
         ]
 
     async def page(self, queue: str, after: str | None, limit: int) -> MessagePage:
-        statement = select(messages).where(messages.c.queue == queue)
+        # Dead letters have their own listing; a redriven one that succeeds gets a new
+        # row, after every cursor handed out so far (see `write`).
+        statement = select(messages).where(
+            messages.c.queue == queue, messages.c.status == "persisted"
+        )
         if after is not None:
             statement = statement.where(messages.c.id > _parse_cursor(after))
         # One row more than asked tells whether there is a next page without a count.
