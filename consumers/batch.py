@@ -95,7 +95,7 @@ class BatchProcessor:
                 outcome.failures.append(Failure(item, str(exc), None))
             except Exception as exc:
                 if self._store.is_outage(exc):
-                    raise StoreUnavailable(str(exc)) from exc
+                    raise StoreUnavailable(f"{type(exc).__name__}: {exc}"[:300]) from exc
                 error = f"{type(exc).__name__}: {exc}"
                 outcome.failures.append(Failure(item, error, self._delay_ms(record.attempts)))
             else:

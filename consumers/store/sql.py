@@ -75,7 +75,7 @@ class SqlStore:
                     yield connection
         except Exception as exc:
             if self.is_outage(exc):
-                raise StoreUnavailable(str(exc)) from exc
+                raise StoreUnavailable(_reason(exc)) from exc
             raise
 
     def is_outage(self, exc: BaseException) -> bool:
@@ -208,6 +208,13 @@ class SqlStore:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words, without the SQL and parameters SQLAlchemy appends."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _one_per_key(records: Sequence[DeliveryRecord]) -> list[DeliveryRecord]:
