@@ -12,7 +12,7 @@ QUEUE ?= orders.persist
 export RABBITMQ_URL ?= amqp://guest:guest@localhost:5672/
 export TOPOLOGY_FILE ?= infra/topology.yaml
 
-.PHONY: help install run test lint types unit
+.PHONY: help install run test lint types unit bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,3 +43,6 @@ test: lint types ## lint, types, and the whole suite against the real broker and
 
 unit: install ## only the tests that need no service
 	$(PY) -m pytest -m "not broker and not postgres"
+
+bench: install ## race hareway against a bare aio-pika publisher; writes docs/performance.md
+	$(PY) -m bench

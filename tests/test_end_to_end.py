@@ -41,10 +41,12 @@ async def test_posted_message_is_readable_once_stored(
             listed = (await client.get(f"/v1/queues/{names.queue}/messages")).json()
             where = (await client.get(f"/v1/messages/{message_id}")).json()
     finally:
-        # uvicorn re-raises SIGTERM once it has shut down cleanly.
-        assert await gateway.stop() in (0, -signal.SIGTERM), gateway.output()
-        assert "Application shutdown complete" in gateway.output()
-        assert await consumer.stop() == 0, consumer.output()
+        gateway_exit = await gateway.stop()
+        consumer_exit = await consumer.stop()
+    # uvicorn re-raises SIGTERM once it has shut down cleanly.
+    assert gateway_exit in (0, -signal.SIGTERM), gateway.output()
+    assert "Application shutdown complete" in gateway.output()
+    assert consumer_exit == 0, consumer.output()
 
     [message] = listed["messages"]
     assert message["message_id"] == message_id

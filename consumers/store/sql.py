@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,9 @@ from consumers.store.schema import messages, redrives
 # Connection-level failures: the database is down or went away. Anything else (a
 # constraint we did not expect, a type error) is a bug and must not be retried forever.
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, ConnectionError, TimeoutError)
+
+
+_COLUMNS = tuple(field.name for field in fields(DeliveryRecord))
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -85,8 +88,8 @@ class SqlStore:
 
     async def write(self, tx: AsyncConnection, records: Sequence[DeliveryRecord]) -> None:
         unique = _one_per_key(records)
-        persisted = [asdict(record) for record in unique if record.status == "persisted"]
-        dead = [asdict(record) for record in unique if record.status == "dead_lettered"]
+        persisted = [_row(record) for record in unique if record.status == "persisted"]
+        dead = [_row(record) for record in unique if record.status == "dead_lettered"]
         if persisted:
             # A redriven message that now succeeded replaces its dead letter with a new
             # row: a new id puts it after every cursor a reader of persisted messages holds.
@@ -208,6 +211,11 @@ class SqlStore:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+def _row(record: DeliveryRecord) -> dict[str, Any]:
+    # Shallow on purpose: dataclasses.asdict deep-copies every headers dict.
+    return {name: getattr(record, name) for name in _COLUMNS}
 
 
 def _reason(exc: BaseException) -> str:

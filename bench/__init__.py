@@ -1,0 +1,1 @@
+"""`make bench`: hareway raced against a bare aio-pika publisher and a naive gateway."""

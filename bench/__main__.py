@@ -1,0 +1,515 @@
+"""`python -m bench` (`make bench`): one run, one machine, one broker; prints and records a table.
+
+Every figure is set against a reference measured in the same run, because these machines
+are shared and noisy: only ratios are comparable between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+from sqlalchemy import func, select
+
+from bench import bare
+from consumers.store import open_store
+from consumers.store.schema import messages
+
+ROOT = Path(__file__).resolve().parent.parent
+SINGLE_BODY = json.dumps({"routing_key": "order.created", "payload": json.loads(bare.BODY)})
+BATCH_SIZE = 100
+BATCH_BODY = json.dumps({"messages": [json.loads(SINGLE_BODY)] * BATCH_SIZE})
+E2E_BODY = json.dumps(
+    {"routing_key": "order.created", "message_id": "{id}", "payload": json.loads(bare.BODY)}
+)
+
+
+@dataclass
+class Row:
+    name: str
+    value: float
+    unit: str
+    reference: str = ""
+    ratio: float | None = None
+    target: str = ""
+    ok: bool | None = None
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Bench:
+    def __init__(
+        self,
+        rabbitmq_url: str,
+        postgres_admin: str | None,
+        duration: float,
+        consume_count: int,
+        work: Path,
+    ) -> None:
+        self.url = rabbitmq_url
+        self.postgres_admin = postgres_admin
+        self.duration = duration
+        self.consume_count = consume_count
+        self.work = work
+        self.prefix = f"bench{uuid.uuid4().hex[:6]}"
+        self.exchange = self.prefix
+        self.queue = f"{self.prefix}.q"
+        self.rows: list[Row] = []
+        self.topology = work / "topology.yaml"
+        self.topology.write_text(
+            f"exchanges: [{{name: {self.exchange}, type: topic}}]\n"
+            f"queues: [{{name: {self.queue}}}]\n"
+            f"bindings: [{{exchange: {self.exchange}, queue: {self.queue}, routing_key: '#'}}]\n"
+        )
+
+    # -- broker housekeeping ---------------------------------------------------------------
+    async def declare(self) -> None:
+        connection = await aio_pika.connect(self.url)
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(self.exchange, "topic", durable=True)
+        queue = await channel.declare_queue(self.queue, durable=True)
+        await queue.bind(exchange, "#")
+        await connection.close()
+
+    async def purge(self) -> None:
+        connection = await aio_pika.connect(self.url)
+        channel = await connection.channel()
+        queue = await channel.get_queue(self.queue)
+        await queue.purge()
+        await connection.close()
+
+    async def remove(self) -> None:
+        connection = await aio_pika.connect(self.url)
+        channel = await connection.channel()
+        await channel.queue_delete(self.queue)
+        await channel.exchange_delete(self.exchange)
+        await connection.close()
+
+    # -- processes -------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def server(self, argv: list[str], env: dict[str, str], name: str) -> AsyncIterator[str]:
+        port = free_port()
+        process = await self.spawn([arg.replace("{port}", str(port)) for arg in argv], env, name)
+        try:
+            await self._wait_http(port, process, name)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            await stop(process)
+
+    async def spawn(
+        self, argv: list[str], env: dict[str, str], name: str
+    ) -> asyncio.subprocess.Process:
+        with (self.work / f"{name}.log").open("wb") as log:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                *argv,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=self.work,
+            )
+
+    async def _wait_http(self, port: int, process: asyncio.subprocess.Process, name: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise SystemExit(f"{name} exited: see {self.work / (name + '.log')}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.2)
+        raise SystemExit(f"{name} did not listen in 30 s")
+
+    async def load(
+        self, url: str, body: str, connections: int, duration: float, **extra: float
+    ) -> dict[str, float]:
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            "--url",
+            url,
+            "--body",
+            body,
+            "--connections",
+            str(connections),
+            "--duration",
+            str(duration),
+        ]
+        for key, value in extra.items():
+            argv += [f"--{key}", str(value)]
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+        )
+        out, _ = await process.communicate()
+        result: dict[str, float] = json.loads(out)
+        return result
+
+    def gateway_env(self, database_url: str) -> dict[str, str]:
+        return {
+            "RABBITMQ_URL": self.url,
+            "TOPOLOGY_FILE": str(self.topology),
+            "DATABASE_URL": database_url,
+            "PYTHONPATH": str(ROOT),
+            "LOG_LEVEL": "WARNING",
+        }
+
+    # -- the phases ------------------------------------------------------------------------
+    async def run(self) -> list[Row]:
+        await self.declare()
+        try:
+            await self.publishers()
+            await self.gateways()
+            await self.consumers()
+            await self.end_to_end()
+        finally:
+            await self.remove()
+        return self.rows
+
+    async def publishers(self) -> None:
+        self.r1 = await bare.aio_pika_publisher(
+            self.url, self.exchange, "order.created", self.duration
+        )
+        await self.purge()
+        self.rows.append(Row("R1 bare aio-pika publisher (256 in flight)", self.r1, "msg/s"))
+        aiormq_rate = await bare.aiormq_publisher(
+            self.url, self.exchange, "order.created", self.duration
+        )
+        await self.purge()
+        self.rows.append(
+            Row(
+                "bare aiormq publisher (256 in flight)",
+                aiormq_rate,
+                "msg/s",
+                "R1",
+                aiormq_rate / self.r1,
+            )
+        )
+
+    async def gateways(self) -> None:
+        sqlite = f"sqlite+aiosqlite:///{self.work / 'gateway.db'}"
+        naive = [
+            "-m",
+            "uvicorn",
+            "bench.naive_gateway:app",
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        async with self.server(naive, self.gateway_env(sqlite), "naive") as base:
+            single = await self.measure(base, SINGLE_BODY, 64)
+            batch = await self.measure(base, BATCH_BODY, 16, path="batch")
+        await self.purge()
+        self.rows.append(
+            Row(
+                "naive gateway, single (64 conns)",
+                single["ok_rps"],
+                "req/s",
+                "R1",
+                single["ok_rps"] / self.r1,
+            )
+        )
+        self.rows.append(
+            Row(
+                "naive gateway, batch of 100 (16 conns)",
+                batch["ok_rps"] * BATCH_SIZE,
+                "msg/s",
+                "R1",
+                batch["ok_rps"] * BATCH_SIZE / self.r1,
+            )
+        )
+
+        hareway = ["-m", "gateway", "--port", "{port}"]
+        async with self.server(hareway, self.gateway_env(sqlite), "hareway") as base:
+            single = await self.measure(base, SINGLE_BODY, 64)
+            await self.purge()
+            batch = await self.measure(base, BATCH_BODY, 16, path="batch")
+            await self.purge()
+            light = await self.measure(base, SINGLE_BODY, 4)
+        await self.purge()
+        self.rows.append(
+            Row(
+                f"hareway single (64 conns; p50 {single['p50_ms']:.1f} ms, p99 "
+                f"{single['p99_ms']:.1f} ms, {int(single['errors'])} errors)",
+                single["ok_rps"],
+                "req/s",
+                "R1",
+                single["ok_rps"] / self.r1,
+                ">= 0.80",
+                single["ok_rps"] / self.r1 >= 0.80 and single["errors"] == 0,
+            )
+        )
+        self.rows.append(
+            Row(
+                f"hareway batch of 100 (16 conns; p50 {batch['p50_ms']:.1f} ms, p99 "
+                f"{batch['p99_ms']:.1f} ms, {int(batch['errors'])} errors)",
+                batch["ok_rps"] * BATCH_SIZE,
+                "msg/s",
+                "R1",
+                batch["ok_rps"] * BATCH_SIZE / self.r1,
+                ">= 1.20",
+                batch["ok_rps"] * BATCH_SIZE / self.r1 >= 1.20 and batch["errors"] == 0,
+            )
+        )
+        self.rows.append(
+            Row(
+                f"hareway light load (4 conns) p50 {light['p50_ms']:.2f} ms",
+                light["p99_ms"],
+                "ms p99",
+                "",
+                None,
+                "<= 3 ms",
+                light["p99_ms"] <= 3.0,
+            )
+        )
+
+    async def measure(
+        self, base: str, body: str, connections: int, path: str = "messages"
+    ) -> dict[str, float]:
+        url = f"{base}/v1/exchanges/{self.exchange}/{path}"
+        await self.load(url, body, connections, 1.0)  # warm up: connections, caches, JIT-free paths
+        await self.purge()
+        return await self.load(url, body, connections, self.duration)
+
+    async def consumers(self) -> None:
+        count = self.consume_count
+        await bare.fill(self.url, self.exchange, "order.created", count)
+        reference = await bare.consume_loop(self.url, self.queue, count)
+        self.rows.append(
+            Row("bare consume+ack loop (prefetch 500, multiple acks)", reference, "msg/s")
+        )
+        databases = {"SQLite": f"sqlite+aiosqlite:///{self.work / 'consume.db'}"}
+        async with self.postgres_database() as postgres:
+            if postgres:
+                databases["PostgreSQL"] = postgres
+            for label, database_url in databases.items():
+                await bare.fill(self.url, self.exchange, "order.created", count)
+                rate = await self.hareway_consumer_rate(database_url, count)
+                ratio = rate / reference
+                self.rows.append(
+                    Row(
+                        f"hareway consumer, {label}",
+                        rate,
+                        "msg/s",
+                        "bare loop",
+                        ratio,
+                        ">= 0.80",
+                        ratio >= 0.80,
+                    )
+                )
+
+    async def hareway_consumer_rate(self, database_url: str, count: int) -> float:
+        env = {**self.gateway_env(database_url), "LOG_LEVEL": "WARNING"}
+        process = await self.spawn(["-m", "consumers", "--queue", self.queue], env, "consumer")
+        store = await open_store(database_url)
+        try:
+            deadline = time.monotonic() + 120
+            while await store.count(self.queue) < count:
+                if time.monotonic() > deadline or process.returncode is not None:
+                    raise SystemExit(f"consumer stalled: see {self.work / 'consumer.log'}")
+                await asyncio.sleep(0.1)
+            async with store.engine.connect() as connection:
+                first, last = (
+                    await connection.execute(
+                        select(
+                            func.min(messages.c.persisted_at), func.max(messages.c.persisted_at)
+                        ).where(messages.c.queue == self.queue)
+                    )
+                ).one()
+            async with store.engine.begin() as connection:
+                await connection.execute(messages.delete().where(messages.c.queue == self.queue))
+        finally:
+            await stop(process)
+            await store.close()
+        # Rows commit in batches: the span from the first commit to the last misses one
+        # batch's worth of time, so count the first batch out.
+        span = (last - first).total_seconds()
+        return count / span if span > 0 else float("inf")
+
+    @contextlib.asynccontextmanager
+    async def postgres_database(self) -> AsyncIterator[str | None]:
+        if not self.postgres_admin:
+            yield None
+            return
+        name = f"hareway_bench_{uuid.uuid4().hex[:8]}"
+        admin = await asyncpg.connect(self.postgres_admin)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield (
+                self.postgres_admin.replace("postgresql://", "postgresql+asyncpg://").rsplit(
+                    "/", 1
+                )[0]
+                + f"/{name}"
+            )
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+
+    async def end_to_end(self, rate: int = 1000, seconds: int = 5) -> None:
+        database_url = f"sqlite+aiosqlite:///{self.work / 'e2e.db'}"
+        env = self.gateway_env(database_url)
+        consumer = await self.spawn(["-m", "consumers", "--queue", self.queue], env, "e2e-consumer")
+        try:
+            async with self.server(["-m", "gateway", "--port", "{port}"], env, "e2e") as base:
+                result = await self.load(
+                    f"{base}/v1/exchanges/{self.exchange}/messages",
+                    E2E_BODY,
+                    32,
+                    0,
+                    rate=rate,
+                    count=rate * seconds,
+                )
+                store = await open_store(database_url)
+                deadline = time.monotonic() + 60
+                while await store.count(self.queue) < rate * seconds:
+                    if time.monotonic() > deadline:
+                        raise SystemExit("end-to-end: not everything was stored")
+                    await asyncio.sleep(0.1)
+                async with store.engine.connect() as connection:
+                    stored = dict(
+                        (
+                            await connection.execute(
+                                select(messages.c.message_id, messages.c.persisted_at).where(
+                                    messages.c.queue == self.queue
+                                )
+                            )
+                        ).all()
+                    )
+                await store.close()
+        finally:
+            await stop(consumer)
+        latencies = sorted(
+            (stored[message_id].replace(tzinfo=UTC).timestamp() - sent) * 1000
+            for message_id, sent, _ in result["records"]  # type: ignore[attr-defined]
+        )
+        p50 = latencies[len(latencies) // 2]
+        p99 = latencies[int(len(latencies) * 0.99)]
+        self.rows.append(
+            Row(
+                f"end to end at {rate} msg/s, sent → stored, p50 {p50:.1f} ms",
+                p99,
+                "ms p99",
+                "",
+                None,
+                "<= 50 ms",
+                p99 <= 50,
+            )
+        )
+
+
+def machine() -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    rabbit = "unknown"
+    with contextlib.suppress(Exception):
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "rabbitmq-server"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        rabbit = out.stdout.strip() or rabbit
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{cpu}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "rabbitmq": rabbit,
+        "packages": ", ".join(
+            f"{name} {version(name)}"
+            for name in ("aio-pika", "aiormq", "fastapi", "uvicorn", "SQLAlchemy")
+        ),
+    }
+
+
+def render(rows: list[Row], info: dict[str, str]) -> str:
+    lines = [
+        f"Run {info['date']} on {info['cpu']}; Python {info['python']}, RabbitMQ "
+        f"{info['rabbitmq']}; {info['packages']}.",
+        "",
+        "| measurement | value | reference | ratio | target | met |",
+        "|---|---:|---|---:|---|---|",
+    ]
+    for row in rows:
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+        met = "" if row.ok is None else ("yes" if row.ok else "**no**")
+        lines.append(
+            f"| {row.name} | {row.value:,.1f} {row.unit} | {row.reference} | {ratio} "
+            f"| {row.target} | {met} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def record(table: str, document: Path) -> None:
+    text = document.read_text() if document.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    document.write_text(f"{head}{BEGIN}\n{table}{END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per load phase")
+    parser.add_argument("--consume-count", type=int, default=20000)
+    parser.add_argument("--no-record", action="store_true", help="do not touch docs/")
+    args = parser.parse_args()
+    rabbitmq_url = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    postgres = os.environ.get("HAREWAY_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
+    with tempfile.TemporaryDirectory(prefix="hareway-bench-") as work:
+        rows = asyncio.run(
+            Bench(rabbitmq_url, postgres, args.duration, args.consume_count, Path(work)).run()
+        )
+    table = render(rows, machine())
+    print(table)
+    if not args.no_record:
+        record(table, ROOT / "docs" / "performance.md")
+    missed = [row.name for row in rows if row.ok is False]
+    if missed:
+        print(f"targets missed: {len(missed)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

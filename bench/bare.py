@@ -1,0 +1,122 @@
+"""The references: what aio-pika and aiormq do with no HTTP in front, and a bare consume loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aio_pika
+import aiormq
+from pamqp import commands as spec
+
+BODY = b'{"order_id": 42, "amount": 99.5, "currency": "EUR", "customer": "c-1234567"}'
+
+
+async def aio_pika_publisher(
+    url: str, exchange: str, routing_key: str, duration: float, in_flight: int = 256
+) -> float:
+    """msg/s of persistent, confirmed publishes with `in_flight` confirms outstanding."""
+    connection = await aio_pika.connect(url)
+    channel = await connection.channel(publisher_confirms=True)
+    target = await channel.get_exchange(exchange)
+    confirmed = 0
+    deadline = time.perf_counter() + duration
+
+    async def lane() -> None:
+        nonlocal confirmed
+        while time.perf_counter() < deadline:
+            await target.publish(
+                aio_pika.Message(
+                    BODY,
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=routing_key,
+                mandatory=True,
+            )
+            confirmed += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - started
+    await connection.close()
+    return confirmed / elapsed
+
+
+async def aiormq_publisher(
+    url: str, exchange: str, routing_key: str, duration: float, in_flight: int = 256
+) -> float:
+    connection = await aiormq.connect(url)
+    channel = await connection.channel(publisher_confirms=True)
+    properties = spec.Basic.Properties(content_type="application/json", delivery_mode=2)
+    confirmed = 0
+    deadline = time.perf_counter() + duration
+
+    async def lane() -> None:
+        nonlocal confirmed
+        while time.perf_counter() < deadline:
+            await channel.basic_publish(
+                BODY,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=True,
+            )
+            confirmed += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    elapsed = time.perf_counter() - started
+    await connection.close()
+    return confirmed / elapsed
+
+
+async def fill(url: str, exchange: str, routing_key: str, count: int) -> None:
+    connection = await aiormq.connect(url)
+    channel = await connection.channel(publisher_confirms=True)
+    properties = spec.Basic.Properties(content_type="application/json", delivery_mode=2)
+    for start in range(0, count, 500):
+        await asyncio.gather(
+            *(
+                channel.basic_publish(
+                    BODY,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=spec.Basic.Properties(
+                        content_type="application/json", delivery_mode=2, message_id=f"fill-{index}"
+                    ),
+                )
+                for index in range(start, min(start + 500, count))
+            )
+        )
+    del properties
+    await connection.close()
+
+
+async def consume_loop(
+    url: str, queue: str, count: int, prefetch: int = 500, ack_every: int = 100
+) -> float:
+    """msg/s of a bare consume + ack(multiple=True) loop, first delivery to last ack."""
+    connection = await aio_pika.connect(url)
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=prefetch)
+    target = await channel.get_queue(queue)
+    done = asyncio.Event()
+    received = 0
+    first = 0.0
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal received, first
+        if received == 0:
+            first = time.perf_counter()
+        received += 1
+        if received % ack_every == 0 or received == count:
+            await message.ack(multiple=True)
+        if received == count:
+            done.set()
+
+    await target.consume(on_message)
+    await done.wait()
+    elapsed = time.perf_counter() - first
+    await connection.close()
+    return count / elapsed
