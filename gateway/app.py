@@ -17,7 +17,7 @@ from gateway.fastpath import Gateway
 from gateway.idempotency import SqlIdempotencyKeys, purge_periodically
 from gateway.openapi import declare_security
 from gateway.publisher import AmqpPublisher
-from gateway.routes import batch, health, publish, read
+from gateway.routes import batch, dead_letters, health, publish, read
 from gateway.schemas import Schemas
 from gateway.settings import GatewaySettings
 from hareway import broker
@@ -83,4 +83,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(batch.router)
     app.include_router(read.router)
     app.include_router(health.router)
+    app.include_router(dead_letters.router)
     return app
