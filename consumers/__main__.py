@@ -1,14 +1,18 @@
-"""`python -m consumers --queue Q [--queue Q2 ...]`"""
+"""`python -m consumers --queue Q [--queue Q2 ...] [--app module:consumer] [--health-port P]`"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import sys
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 
+from consumers.app import Consumer
+from consumers.errors import HandlerError
 from consumers.runner import run
 from consumers.settings import ConsumerSettings
 from hareway.errors import HarewayError
@@ -18,19 +22,56 @@ cli = typer.Typer(add_completion=False)
 
 @cli.command()
 def main(
-    queue: Annotated[list[str], typer.Option("--queue", "-q", help="a queue to consume")],
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", "-q", help="a queue to consume (default: every handler's)"),
+    ] = None,
+    app: Annotated[
+        str | None,
+        typer.Option("--app", help="user handlers: `package.module:consumer` (a Consumer)"),
+    ] = None,
+    health_port: Annotated[
+        int | None, typer.Option(help="serve /healthz and /readyz on this port")
+    ] = None,
 ) -> None:
     """Consume the named queues, persist every message, and ack only after the commit."""
-    settings = ConsumerSettings()
+    try:
+        consumer = load_app(app) if app else None
+    except HandlerError as exc:
+        print(f"consumers: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    queues = list(queue or []) or (list(consumer.handlers) if consumer else [])
+    if not queues:
+        raise typer.BadParameter("name at least one --queue (or an --app with handlers)")
+    serve(queues, consumer, health_port=health_port)
+
+
+def serve(queues: Sequence[str], app: Consumer | None, *, health_port: int | None = None) -> None:
+    """Run the consumer process in the foreground until SIGTERM or SIGINT."""
+    settings = (app.settings if app is not None else None) or ConsumerSettings()
+    if health_port is not None:
+        settings = settings.model_copy(update={"health_port": health_port})
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(run(settings, queue))
+        asyncio.run(run(settings, queues, app))
     except HarewayError as exc:
         print(f"consumers: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def load_app(reference: str) -> Consumer:
+    module_name, _, attribute = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HandlerError(f"cannot import {module_name!r} for --app: {exc}") from exc
+    found = getattr(module, attribute or "app", None)
+    if not isinstance(found, Consumer):
+        raise HandlerError(f"--app {reference!r} names no consumers.Consumer")
+    return found
 
 
 if __name__ == "__main__":

@@ -1,23 +1,57 @@
-"""Turning an AMQP delivery into the record the store keeps."""
+"""Turning an AMQP delivery into the record the store keeps and the payload handlers get."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC
+from typing import Any
 
+import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from consumers.store.records import DeliveryRecord
-from hareway.wire import attempts_so_far, fallback_message_id, jsonable
+from hareway.wire import (
+    ORIGINAL_EXCHANGE_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+    attempts_so_far,
+    fallback_message_id,
+    header_text,
+    is_json_content_type,
+    is_transport_header,
+    jsonable,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    record: DeliveryRecord
+    # The JSON value of a JSON message, else None.
+    payload: Any = None
+    # Why this message can never succeed (it goes to the dead letters at once), else None.
+    poison: str | None = None
+
+
+def decode(queue: str, message: AbstractIncomingMessage) -> Decoded:
+    record = to_record(queue, message)
+    if not is_json_content_type(record.content_type):
+        return Decoded(record)
+    try:
+        return Decoded(record, orjson.loads(record.body))
+    except orjson.JSONDecodeError as exc:
+        return Decoded(record, poison=f"undecodable: the body is not valid JSON ({exc})")
 
 
 def to_record(queue: str, message: AbstractIncomingMessage) -> DeliveryRecord:
-    exchange = message.exchange or ""
-    routing_key = message.routing_key or ""
+    raw_headers = dict(message.headers or {})
+    # A retried message comes back through the default exchange; its first route travels
+    # in hareway's headers.
+    exchange = header_text(raw_headers, ORIGINAL_EXCHANGE_HEADER) or message.exchange or ""
+    routing_key = header_text(raw_headers, ORIGINAL_ROUTING_KEY_HEADER) or message.routing_key or ""
     body = message.body
-    headers = dict(message.headers or {})
     published_at = message.timestamp
     if published_at is not None and published_at.tzinfo is None:
         published_at = published_at.replace(tzinfo=UTC)
+    headers = {name: value for name, value in raw_headers.items() if not is_transport_header(name)}
     return DeliveryRecord(
         queue=queue,
         message_id=message.message_id or fallback_message_id(exchange, routing_key, body),
@@ -26,6 +60,6 @@ def to_record(queue: str, message: AbstractIncomingMessage) -> DeliveryRecord:
         headers=jsonable(headers),  # type: ignore[arg-type]
         content_type=message.content_type,
         body=body,
-        attempts=attempts_so_far(headers) + 1,
+        attempts=attempts_so_far(raw_headers) + 1,
         published_at=published_at,
     )

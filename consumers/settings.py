@@ -22,3 +22,6 @@ class ConsumerSettings(BaseSettings):
     store_backoff_initial_s: float = Field(default=0.5, gt=0)
     store_backoff_max_s: float = Field(default=30.0, gt=0)
     log_level: str = "INFO"
+    # Serve /healthz and /readyz on this port (see consumers/health.py); None: no probe.
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    health_host: str = "127.0.0.1"

@@ -1,7 +1,9 @@
 """One queue's consume loop: take deliveries, commit them in batches, then ack.
 
 The order that makes "ack means committed" true lives here: a batch is acked only after
-`Store.save` returned, and a batch the store could not take is requeued, never acked.
+its transaction committed and its failed messages were confirmed on their retry or
+dead-letter queue; a batch the store could not take is requeued after a backoff that
+grows, never acked.
 """
 
 from __future__ import annotations
@@ -9,23 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from consumers.decode import to_record
+from consumers.batch import BatchProcessor, Failure, Item, Outcome
+from consumers.decode import decode
 from consumers.errors import QueueNotFound, StoreUnavailable
+from consumers.retry import Republisher
 from consumers.settings import ConsumerSettings
-from consumers.store import DeliveryRecord, Store
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Pending:
-    record: DeliveryRecord
-    message: AbstractIncomingMessage
 
 
 class QueueWorker:
@@ -33,25 +29,33 @@ class QueueWorker:
         self,
         channel: AbstractChannel,
         queue_name: str,
-        store: Store,
+        processor: BatchProcessor,
+        republisher: Republisher,
         settings: ConsumerSettings,
     ) -> None:
         self._channel = channel
         self._queue_name = queue_name
-        self._store = store
+        self._processor = processor
+        self._republisher = republisher
         self._batch_size = min(settings.batch_size, settings.prefetch)
         self._max_wait = settings.batch_max_wait_ms / 1000
         self._backoff_initial = settings.store_backoff_initial_s
         self._backoff_max = settings.store_backoff_max_s
         self._backoff = self._backoff_initial
-        self._pending: list[_Pending] = []
+        self._pending: list[Item] = []
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self._stopping = False
         self.stored = 0
+        # False from a failed commit until the next one succeeds: the readiness probe.
+        self.store_ok = True
+
+    @property
+    def ready(self) -> bool:
+        return self.store_ok and not self._channel.is_closed and not self._stopped.is_set()
 
     async def start(self) -> None:
         # Passive: consume queues that exist, declared by the topology file or by anyone else.
@@ -65,7 +69,7 @@ class QueueWorker:
 
     async def stop(self) -> None:
         """Take no new deliveries, then commit and ack everything already taken."""
-        self._stopping = True
+        self._stopped.set()
         if self._queue is not None and self._consumer_tag is not None:
             try:
                 await self._queue.cancel(self._consumer_tag)
@@ -77,10 +81,11 @@ class QueueWorker:
         self._full.set()
         if self._flusher is not None:
             await self._flusher
+        await self._republisher.close()
         log.info("stopped %s after storing %d messages", self._queue_name, self.stored)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self._pending.append(_Pending(to_record(self._queue_name, message), message))
+        self._pending.append(Item(decode(self._queue_name, message), message))
         self._arrived.set()
         if len(self._pending) >= self._batch_size:
             self._full.set()
@@ -88,12 +93,12 @@ class QueueWorker:
     async def _flush_loop(self) -> None:
         while True:
             await self._arrived.wait()
-            if not self._stopping:
+            if not self._stopped.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self._max_wait)
             while self._pending:
                 await self._flush()
-            if self._stopping:
+            if self._stopped.is_set():
                 return
             self._arrived.clear()
             self._full.clear()
@@ -104,28 +109,78 @@ class QueueWorker:
         if len(self._pending) < self._batch_size:
             self._full.clear()
         try:
-            await self._store.save([item.record for item in batch])
+            outcome = await self._processor.process(batch)
         except StoreUnavailable as exc:
             await self._requeue_after_backoff(batch, exc)
             return
+        self.store_ok = True
         self._backoff = self._backoff_initial
-        self.stored += len(batch)
-        await _settle(batch, ack=True)
+        self.stored += outcome.stored
+        unsent = await self._send_failures(outcome)
+        if not unsent:
+            await _settle(batch, ack=True)
+            return
+        # Rare: a retry publish failed. Ack what is done, return the rest to the queue.
+        await _settle_each(batch, unsent)
 
-    async def _requeue_after_backoff(self, batch: list[_Pending], exc: StoreUnavailable) -> None:
+    async def _send_failures(self, outcome: Outcome) -> set[int]:
+        """Publish every failed message to its retry or dead-letter queue, confirms in
+        flight together; the ids of the items whose publish failed."""
+        if not outcome.failures:
+            return set()
+        results = await asyncio.gather(
+            *(self._send(failure) for failure in outcome.failures), return_exceptions=True
+        )
+        unsent: set[int] = set()
+        for failure, result in zip(outcome.failures, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("%s", result)
+                unsent.add(id(failure.item))
+        return unsent
+
+    async def _send(self, failure: Failure) -> None:
+        item = failure.item
+        attempts = item.decoded.record.attempts
+        if failure.delay_ms is None:
+            log.warning(
+                "dead-lettering %s from %s after %d attempt(s): %s",
+                item.decoded.record.message_id,
+                self._queue_name,
+                attempts,
+                failure.error,
+            )
+            await self._republisher.to_dead_letters(item.decoded, item.message, failure.error)
+            return
+        log.info(
+            "retrying %s from %s in %d ms (attempt %d failed): %s",
+            item.decoded.record.message_id,
+            self._queue_name,
+            failure.delay_ms,
+            attempts,
+            failure.error,
+        )
+        await self._republisher.to_retry(
+            item.decoded, item.message, failure.error, failure.delay_ms
+        )
+
+    async def _requeue_after_backoff(self, batch: list[Item], exc: StoreUnavailable) -> None:
+        self.store_ok = False
         log.warning(
-            "store unavailable, requeueing %d deliveries of %s in %.1fs: %s",
+            "store unavailable, requeueing %d deliveries of %s after a backoff of %.1fs: %s",
             len(batch),
             self._queue_name,
             self._backoff,
             exc,
         )
-        await asyncio.sleep(self._backoff)
+        # Waiting before the requeue is what keeps this from a hot loop; a SIGTERM cuts
+        # the wait short, since the deliveries go back to the queue either way.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), self._backoff)
         self._backoff = min(self._backoff * 2, self._backoff_max)
         await _settle(batch, ack=False)
 
 
-async def _settle(batch: list[_Pending], *, ack: bool) -> None:
+async def _settle(batch: list[Item], *, ack: bool) -> None:
     """Ack (or requeue) a batch with one `multiple=True` frame per channel.
 
     A batch holds every delivery its channel handed over up to its last one (a reconnect
@@ -144,3 +199,14 @@ async def _settle(batch: list[_Pending], *, ack: bool) -> None:
                 await message.nack(multiple=True, requeue=True)
         except Exception:
             log.warning("could not settle deliveries on a closed channel", exc_info=True)
+
+
+async def _settle_each(batch: list[Item], unsent: set[int]) -> None:
+    for item in batch:
+        try:
+            if id(item) in unsent:
+                await item.message.nack(requeue=True)
+            else:
+                await item.message.ack()
+        except Exception:
+            log.warning("could not settle a delivery on a closed channel", exc_info=True)

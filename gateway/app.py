@@ -13,10 +13,11 @@ from consumers.store import open_store
 from gateway import problems
 from gateway.auth import Authenticator
 from gateway.deps import PublishServices
+from gateway.fastpath import Gateway
 from gateway.idempotency import SqlIdempotencyKeys, purge_periodically
 from gateway.openapi import declare_security
 from gateway.publisher import AmqpPublisher
-from gateway.routes import batch, health, publish, read
+from gateway.routes import batch, dead_letters, health, publish, read
 from gateway.schemas import Schemas
 from gateway.settings import GatewaySettings
 from hareway import broker
@@ -70,7 +71,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await publisher.close()
             await store.close()
 
-    app = FastAPI(
+    app = Gateway(
         title="hareway",
         summary="An HTTP gateway for RabbitMQ: 2xx only once the broker confirmed",
         version="0.1.0",
@@ -82,4 +83,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(batch.router)
     app.include_router(read.router)
     app.include_router(health.router)
+    app.include_router(dead_letters.router)
     return app

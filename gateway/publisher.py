@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
@@ -233,6 +233,10 @@ class AmqpPublisher:
                         routing_key=message.routing_key,
                         properties=message.properties(),
                         mandatory=True,
+                        # Without this, aiormq holds the channel's lock until the frames
+                        # reach the socket: one message per channel per loop turn. The
+                        # in-flight cap bounds what waits in its write queue instead.
+                        wait=False,
                     )
                 finally:
                     self._deadlines.discard(deadline)
@@ -275,11 +279,12 @@ class AmqpPublisher:
                 for deadline in list(self._deadlines):
                     deadline.reschedule(loop.time())
 
-    async def _open_channel(self) -> aiormq.abc.AbstractChannel:
+    async def _open_channel(self) -> aiormq.Channel:
         for _ in range(len(self._channels)):
             channel = next(self._next_channel)
             if not channel.is_closed:
-                return await channel.get_underlay_channel()
+                # aio-pika opens aiormq channels; only the concrete class takes `wait`.
+                return cast(aiormq.Channel, await channel.get_underlay_channel())
         raise BrokerUnavailable("no publish channel is open; retry later")
 
     async def close(self) -> None:

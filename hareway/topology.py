@@ -1,21 +1,25 @@
-"""The topology model: exchanges, queues and bindings declared from one YAML file.
+"""The topology model: exchanges, queues, bindings and retry ladders declared from one YAML file.
 
 Both processes declare it at start. Declaring is idempotent: an entity that already exists
 with the same settings is left alone; one with other settings is a `TopologyConflict`,
 reported with the name and the broker's reason instead of a bare channel error.
+
+A queue's `retry` ladder expands into entities of its own (see `Topology.expanded`), so
+declaring, diffing and exporting all work on one flat list.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Literal
 
-import aio_pika
 import aiormq
 import yaml
-from aio_pika.abc import AbstractConnection, ExchangeType
+from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hareway.durations import Milliseconds, label
 from hareway.errors import HarewayError
 
 
@@ -39,11 +43,36 @@ class ExchangeSpec(_Spec):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
+# The routing key under which a queue's retry exchange reaches its dead-letter queue.
+DEAD_LETTER_KEY = "dlq"
+
+
+class RetrySpec(_Spec):
+    """Wait `delays[i]` before attempt i + 2; after `max_attempts` failures, dead-letter.
+
+    More attempts than delays reuse the last delay.
+    """
+
+    delays: tuple[Milliseconds, ...] = Field(default=(1000, 10_000, 60_000), min_length=1)
+    max_attempts: int = Field(default=5, ge=1)
+    # Quorum queues only: the broker dead-letters a message redelivered this often, a
+    # safety net for a consumer that crashes on it before it can count the attempt. Store
+    # outages requeue too, so it sits well above `max_attempts`.
+    delivery_limit: int = Field(default=100, ge=1)
+
+    def delay_before_next(self, attempts: int) -> int | None:
+        """Milliseconds to wait after `attempts` failed ones, or None: dead-letter it now."""
+        if attempts >= self.max_attempts:
+            return None
+        return self.delays[min(attempts, len(self.delays)) - 1]
+
+
 class QueueSpec(_Spec):
     name: str = Field(min_length=1, max_length=255)
     type: Literal["classic", "quorum"] = "classic"
     durable: bool = True
     arguments: dict[str, Any] = Field(default_factory=dict)
+    retry: RetrySpec | None = None
 
     @model_validator(mode="after")
     def _quorum_is_durable(self) -> QueueSpec:
@@ -55,6 +84,13 @@ class QueueSpec(_Spec):
         arguments = dict(self.arguments)
         if self.type == "quorum":
             arguments["x-queue-type"] = "quorum"
+        if self.retry is not None:
+            # What the broker itself gives up on (rejected, over the delivery limit) lands
+            # in the dead-letter queue too, never silently dropped.
+            arguments["x-dead-letter-exchange"] = retry_exchange_name(self.name)
+            arguments["x-dead-letter-routing-key"] = DEAD_LETTER_KEY
+            if self.type == "quorum":
+                arguments["x-delivery-limit"] = self.retry.delivery_limit
         return arguments
 
 
@@ -76,6 +112,22 @@ class SchemaSpec(_Spec):
     json_schema: dict[str, Any] = Field(alias="schema")
 
 
+def retry_exchange_name(queue: str) -> str:
+    return f"{queue}.retry"
+
+
+def delay_queue_name(queue: str, delay_ms: int) -> str:
+    return f"{queue}.retry.{label(delay_ms)}"
+
+
+def delay_routing_key(delay_ms: int) -> str:
+    return label(delay_ms)
+
+
+def dead_letter_queue_name(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
 class Topology(_Spec):
     exchanges: tuple[ExchangeSpec, ...] = ()
     queues: tuple[QueueSpec, ...] = ()
@@ -95,6 +147,71 @@ class Topology(_Spec):
 
     def queue(self, name: str) -> QueueSpec | None:
         return next((queue for queue in self.queues if queue.name == name), None)
+
+    def expanded(self) -> Topology:
+        """This topology plus every queue's retry exchange, delay queues and dead-letter queue."""
+        exchanges = list(self.exchanges)
+        queues = list(self.queues)
+        bindings = list(self.bindings)
+        for queue in self.queues:
+            if queue.retry is not None:
+                ladder = _ladder(queue, queue.retry)
+                exchanges += ladder.exchanges
+                queues += ladder.queues
+                bindings += ladder.bindings
+        return Topology(
+            exchanges=tuple(exchanges),
+            queues=tuple(queues),
+            bindings=tuple(bindings),
+            schemas=self.schemas,
+        )
+
+
+def _ladder(queue: QueueSpec, retry: RetrySpec) -> Topology:
+    """One queue's retry entities.
+
+    A failed message is published to the queue's own direct retry exchange with the delay
+    as routing key; the delay queue holds it for its TTL, then dead-letters it through the
+    default exchange straight back to this queue only, never to the original exchange
+    (which would deliver it again to every other bound queue).
+    """
+    exchange = retry_exchange_name(queue.name)
+    # Same kind of queue as the one it serves: replicated queues keep replicated retries.
+    kind: dict[str, Any] = {"type": queue.type}
+    held: dict[str, Any] = {}
+    if queue.type == "quorum":
+        # Quorum queues dead-letter at most once unless told otherwise; a message on its
+        # way back from a delay queue must not be lost.
+        held = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+    delay_queues = [
+        QueueSpec(
+            name=delay_queue_name(queue.name, delay),
+            **kind,
+            arguments={
+                "x-message-ttl": delay,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue.name,
+                **held,
+            },
+        )
+        for delay in dict.fromkeys(retry.delays)
+    ]
+    dead_letters = QueueSpec(name=dead_letter_queue_name(queue.name), **kind)
+    return Topology(
+        exchanges=(ExchangeSpec(name=exchange, type="direct"),),
+        queues=(*delay_queues, dead_letters),
+        bindings=(
+            *(
+                BindingSpec(exchange=exchange, queue=delay_queue.name, routing_key=key)
+                for delay_queue, key in zip(
+                    delay_queues,
+                    (delay_routing_key(delay) for delay in dict.fromkeys(retry.delays)),
+                    strict=True,
+                )
+            ),
+            BindingSpec(exchange=exchange, queue=dead_letters.name, routing_key=DEAD_LETTER_KEY),
+        ),
+    )
 
 
 def parse_topology(text: str, source: str = "<topology>") -> Topology:
@@ -118,51 +235,58 @@ def load_topology(path: str | Path | None) -> Topology:
 
 
 async def declare_topology(connection: AbstractConnection, topology: Topology) -> None:
-    """Declare every entity of the topology; safe to run from many processes at once.
+    """Declare every entity of the topology, retry ladders included; safe from many processes.
 
     A failed declaration closes its channel, so it runs on a channel of its own.
     """
+    topology = topology.expanded()
     channel = await connection.channel()
     try:
-        exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
         for spec in topology.exchanges:
-            exchanges[spec.name] = await _declare(
-                f"exchange {spec.name!r}",
-                channel.declare_exchange(
-                    spec.name,
-                    ExchangeType(spec.type),
-                    durable=spec.durable,
-                    auto_delete=spec.auto_delete,
-                    arguments=spec.arguments or None,
-                ),
-            )
-        queues: dict[str, aio_pika.abc.AbstractQueue] = {}
+            await _declare(f"exchange {spec.name!r}", declare_exchange(channel, spec))
         for queue_spec in topology.queues:
-            queues[queue_spec.name] = await _declare(
-                f"queue {queue_spec.name!r}",
-                channel.declare_queue(
-                    queue_spec.name,
-                    durable=queue_spec.durable,
-                    arguments=queue_spec.broker_arguments() or None,
-                ),
-            )
+            await _declare(f"queue {queue_spec.name!r}", declare_queue(channel, queue_spec))
         for binding in topology.bindings:
-            await _declare(
-                f"binding {binding.exchange!r} -> {binding.queue!r} ({binding.routing_key!r})",
-                queues[binding.queue].bind(
-                    exchanges[binding.exchange],
-                    routing_key=binding.routing_key,
-                    arguments=binding.arguments or None,
-                ),
-            )
+            await _declare(binding_label(binding), bind(channel, binding))
     finally:
         if not channel.is_closed:
             await channel.close()
 
 
-async def _declare(what: str, declaration: Any) -> Any:
+def binding_label(binding: BindingSpec) -> str:
+    return f"binding {binding.exchange!r} -> {binding.queue!r} ({binding.routing_key!r})"
+
+
+async def declare_exchange(channel: AbstractChannel, spec: ExchangeSpec) -> None:
+    await channel.declare_exchange(
+        spec.name,
+        ExchangeType(spec.type),
+        durable=spec.durable,
+        auto_delete=spec.auto_delete,
+        arguments=spec.arguments or None,
+    )
+
+
+async def declare_queue(channel: AbstractChannel, spec: QueueSpec) -> None:
+    await channel.declare_queue(
+        spec.name, durable=spec.durable, arguments=spec.broker_arguments() or None
+    )
+
+
+async def bind(channel: AbstractChannel, binding: BindingSpec) -> None:
+    # By name: binding needs no declared objects, so it never redeclares anything.
+    underlay = await channel.get_underlay_channel()
+    await underlay.queue_bind(
+        binding.queue,
+        binding.exchange,
+        routing_key=binding.routing_key,
+        arguments=binding.arguments or None,
+    )
+
+
+async def _declare(what: str, declaration: Awaitable[None]) -> None:
     try:
-        return await declaration
+        await declaration
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         raise TopologyConflict(f"{what} exists with other settings: {exc}") from exc
     except aiormq.exceptions.ChannelAccessRefused as exc:

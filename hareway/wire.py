@@ -82,3 +82,31 @@ def jsonable(value: object) -> object:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
+
+
+# Where a retried message was first published: on its way back from a delay queue it
+# arrives through the default exchange, which would otherwise hide both.
+ORIGINAL_EXCHANGE_HEADER: Final = "x-hareway-exchange"
+ORIGINAL_ROUTING_KEY_HEADER: Final = "x-hareway-routing-key"
+
+# Headers the broker adds when it dead-letters a message (from a delay queue, for instance).
+_BROKER_DEATH_PREFIXES: Final = ("x-death", "x-first-death-", "x-last-death-")
+
+
+def is_transport_header(name: str) -> bool:
+    """Headers hareway or the broker set in transit; not part of the message a user sent."""
+    return name.startswith("x-hareway-") or name.startswith(_BROKER_DEATH_PREFIXES)
+
+
+def header_text(headers: Mapping[str, object] | None, name: str) -> str | None:
+    value = (headers or {}).get(name)
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value if isinstance(value, str) else None
+
+
+def is_json_content_type(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == JSON_CONTENT_TYPE or media_type.endswith("+json")

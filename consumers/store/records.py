@@ -60,3 +60,38 @@ class StoredMessage:
 class MessagePage:
     messages: list[StoredMessage]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterMessage:
+    """A message its queue gave up on, kept so it can be looked at and redriven."""
+
+    cursor: str
+    queue: str
+    message_id: str
+    exchange: str
+    routing_key: str
+    headers: dict[str, Any]
+    content_type: str | None
+    body: bytes
+    attempts: int
+    last_error: str | None
+    dead_lettered_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPage:
+    messages: list[DeadLetterMessage]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Redrive:
+    """One dead letter re-published: by whom, where to."""
+
+    queue: str
+    message_id: str
+    exchange: str
+    routing_key: str
+    redriven_by: str
+    redriven_at: datetime = field(default_factory=utcnow)

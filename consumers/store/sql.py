@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import fields
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, delete, func, insert, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumers.errors import InvalidCursor, StoreUnavailable
 from consumers.store.engine import IMMEDIATE, create_engine, is_sqlite
 from consumers.store.migrate import migrate
-from consumers.store.records import Delivery, DeliveryRecord, MessagePage, StoredMessage
-from consumers.store.schema import messages
+from consumers.store.records import (
+    DeadLetterMessage,
+    DeadLetterPage,
+    Delivery,
+    DeliveryRecord,
+    MessagePage,
+    Redrive,
+    StoredMessage,
+)
+from consumers.store.schema import messages, redrives
 
 # Connection-level failures: the database is down or went away. Anything else (a
 # constraint we did not expect, a type error) is a bug and must not be retried forever.
@@ -34,8 +44,18 @@ class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         dialect = sqlite if is_sqlite(engine) else postgresql
-        self._insert = dialect.insert(messages).on_conflict_do_nothing(
-            index_elements=["queue", "message_id"]
+        upsert = dialect.insert(messages)
+        key = ["queue", "message_id"]
+        # A duplicate of a persisted message changes nothing.
+        self._insert = upsert.on_conflict_do_nothing(index_elements=key)
+        # A message dead-lettered again (redriven, failed again) gets its latest error.
+        self._insert_dead = upsert.on_conflict_do_update(
+            index_elements=key,
+            set_={
+                column: upsert.excluded[column]
+                for column in ("attempts", "last_error", "persisted_at")
+            },
+            where=messages.c.status == "dead_lettered",
         )
         self._write_options = IMMEDIATE if is_sqlite(engine) else {}
 
@@ -46,19 +66,56 @@ class SqlStore:
     async def save(self, records: Sequence[DeliveryRecord]) -> None:
         if not records:
             return
-        # Shallow on purpose: dataclasses.asdict deep-copies every headers dict.
-        rows = [{name: getattr(record, name) for name in _COLUMNS} for record in records]
+        async with self.transaction() as tx:
+            await self.write(tx, records)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
         try:
             async with self._engine.connect() as connection:
                 connection = await connection.execution_options(**self._write_options)
                 async with connection.begin():
-                    await connection.execute(self._insert, rows)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailable(str(exc)) from exc
+                    yield connection
+        except Exception as exc:
+            if self.is_outage(exc):
+                raise StoreUnavailable(_reason(exc)) from exc
             raise
+
+    def is_outage(self, exc: BaseException) -> bool:
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        return isinstance(exc, _UNAVAILABLE)
+
+    async def write(self, tx: AsyncConnection, records: Sequence[DeliveryRecord]) -> None:
+        unique = _one_per_key(records)
+        persisted = [_row(record) for record in unique if record.status == "persisted"]
+        dead = [_row(record) for record in unique if record.status == "dead_lettered"]
+        if persisted:
+            # A redriven message that now succeeded replaces its dead letter with a new
+            # row: a new id puts it after every cursor a reader of persisted messages holds.
+            # (Updating in place, as ON CONFLICT DO UPDATE would, hides it from them.)
+            keys = [(row["queue"], row["message_id"]) for row in persisted]
+            await tx.execute(
+                delete(messages).where(
+                    messages.c.status == "dead_lettered",
+                    tuple_(messages.c.queue, messages.c.message_id).in_(keys),
+                )
+            )
+            await tx.execute(self._insert, persisted)
+        if dead:
+            await tx.execute(self._insert_dead, dead)
+
+    async def persisted(
+        self, tx: AsyncConnection, queue: str, message_ids: Collection[str]
+    ) -> set[str]:
+        if not message_ids:
+            return set()
+        statement = select(messages.c.message_id).where(
+            messages.c.queue == queue,
+            messages.c.message_id.in_(list(message_ids)),
+            messages.c.status == "persisted",
+        )
+        return set((await tx.execute(statement)).scalars())
 
     async def deliveries(self, message_id: str) -> list[Delivery]:
         statement = (
@@ -88,7 +145,11 @@ class SqlStore:
         ]
 
     async def page(self, queue: str, after: str | None, limit: int) -> MessagePage:
-        statement = select(messages).where(messages.c.queue == queue)
+        # Dead letters have their own listing; a redriven one that succeeds gets a new
+        # row, after every cursor handed out so far (see `write`).
+        statement = select(messages).where(
+            messages.c.queue == queue, messages.c.status == "persisted"
+        )
         if after is not None:
             statement = statement.where(messages.c.id > _parse_cursor(after))
         # One row more than asked tells whether there is a next page without a count.
@@ -112,6 +173,37 @@ class SqlStore:
         next_cursor = found[-1].cursor if len(rows) > limit else None
         return MessagePage(messages=found, next_cursor=next_cursor)
 
+    async def dead_letters(self, queue: str, after: str | None, limit: int) -> DeadLetterPage:
+        statement = select(messages).where(
+            messages.c.queue == queue, messages.c.status == "dead_lettered"
+        )
+        if after is not None:
+            statement = statement.where(messages.c.id > _parse_cursor(after))
+        statement = statement.order_by(messages.c.id).limit(limit + 1)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        found = [_dead_letter(row) for row in rows[:limit]]
+        next_cursor = found[-1].cursor if len(rows) > limit else None
+        return DeadLetterPage(messages=found, next_cursor=next_cursor)
+
+    async def dead_letters_by_id(
+        self, queue: str, message_ids: Collection[str] | None
+    ) -> list[DeadLetterMessage]:
+        statement = select(messages).where(
+            messages.c.queue == queue, messages.c.status == "dead_lettered"
+        )
+        if message_ids is not None:
+            statement = statement.where(messages.c.message_id.in_(list(message_ids)))
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement.order_by(messages.c.id))).all()
+        return [_dead_letter(row) for row in rows]
+
+    async def record_redrives(self, done: Sequence[Redrive]) -> None:
+        if not done:
+            return
+        async with self.transaction() as tx:
+            await tx.execute(insert(redrives), [asdict(redrive) for redrive in done])
+
     async def count(self, queue: str) -> int:
         statement = select(func.count()).where(messages.c.queue == queue)
         async with self._engine.connect() as connection:
@@ -119,6 +211,45 @@ class SqlStore:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+
+def _row(record: DeliveryRecord) -> dict[str, Any]:
+    # Shallow on purpose: dataclasses.asdict deep-copies every headers dict.
+    return {name: getattr(record, name) for name in _COLUMNS}
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words, without the SQL and parameters SQLAlchemy appends."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _one_per_key(records: Sequence[DeliveryRecord]) -> list[DeliveryRecord]:
+    """One record per (queue, message_id): PostgreSQL refuses to upsert a row twice in one
+    statement. A persisted outcome wins over a dead-lettered one."""
+    chosen: dict[tuple[str, str], DeliveryRecord] = {}
+    for record in records:
+        key = (record.queue, record.message_id)
+        if key not in chosen or chosen[key].status == "dead_lettered":
+            chosen[key] = record
+    return list(chosen.values())
+
+
+def _dead_letter(row: Row[Any]) -> DeadLetterMessage:
+    return DeadLetterMessage(
+        cursor=str(row.id),
+        queue=row.queue,
+        message_id=row.message_id,
+        exchange=row.exchange,
+        routing_key=row.routing_key,
+        headers=row.headers,
+        content_type=row.content_type,
+        body=row.body,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        dead_lettered_at=_as_utc(row.persisted_at),
+    )
 
 
 def _parse_cursor(cursor: str) -> int:

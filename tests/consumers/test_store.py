@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import select
 
-from consumers.errors import InvalidCursor
-from consumers.store import DeliveryRecord, SqlStore, open_store
+from consumers.errors import InvalidCursor, StoreUnavailable
+from consumers.store import DeliveryRecord, Redrive, SqlStore, open_store
+from consumers.store.engine import create_engine
+from consumers.store.schema import redrives
 
 pytestmark = pytest.mark.postgres
 
@@ -74,3 +78,78 @@ async def test_migrating_twice_is_harmless(database_url: str) -> None:
     second = await open_store(database_url)
     await first.close()
     await second.close()
+
+
+def dead(queue: str, message_id: str, error: str = "boom", attempts: int = 3) -> DeliveryRecord:
+    return dataclasses.replace(
+        record(queue, message_id), status="dead_lettered", last_error=error, attempts=attempts
+    )
+
+
+async def test_duplicates_inside_one_batch_do_not_fail_it(store: SqlStore) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    await store.save([record(queue, "a"), record(queue, "a"), dead(queue, "b"), dead(queue, "b")])
+    await store.save([dead(queue, "a"), record(queue, "b"), record(queue, "b")])
+
+    assert await store.count(queue) == 2
+    assert [d.status for d in await store.deliveries("a") if d.queue == queue] == ["persisted"]
+    assert [d.status for d in await store.deliveries("b") if d.queue == queue] == ["persisted"]
+
+
+async def test_a_redriven_dead_letter_that_succeeds_becomes_a_new_persisted_row(
+    store: SqlStore,
+) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    await store.save([dead(queue, "x"), record(queue, "y")])
+    reader_cursor = (await store.page(queue, None, 10)).messages[-1].cursor
+    [listed] = (await store.dead_letters(queue, None, 10)).messages
+
+    await store.save([record(queue, "x")])
+
+    assert (await store.dead_letters(queue, None, 10)).messages == []
+    # A reader past y's cursor still sees x: it was stored after, not in its old place.
+    after = await store.page(queue, reader_cursor, 10)
+    assert [message.message_id for message in after.messages] == ["x"]
+    assert listed.last_error == "boom"
+    assert listed.attempts == 3
+
+
+async def test_dying_again_keeps_the_latest_error_and_never_buries_a_stored_message(
+    store: SqlStore,
+) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    await store.save([dead(queue, "x", "first", 3), record(queue, "y")])
+    await store.save([dead(queue, "x", "second", 2), dead(queue, "y", "late")])
+
+    [x] = (await store.dead_letters(queue, None, 10)).messages
+    assert (x.message_id, x.last_error, x.attempts) == ("x", "second", 2)
+    assert [d.status for d in await store.deliveries("y") if d.queue == queue] == ["persisted"]
+
+
+async def test_dead_letters_by_id_and_the_redrive_log(store: SqlStore) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    await store.save([dead(queue, "a"), dead(queue, "b"), record(queue, "c")])
+
+    everything = await store.dead_letters_by_id(queue, None)
+    chosen = await store.dead_letters_by_id(queue, ["b", "c", "zzz"])
+    await store.record_redrives([Redrive(queue, "b", "orders", "order.created", "bob")])
+
+    assert [message.message_id for message in everything] == ["a", "b"]
+    assert [message.message_id for message in chosen] == ["b"]
+    async with store.engine.connect() as connection:
+        rows = (await connection.execute(select(redrives).where(redrives.c.queue == queue))).all()
+    assert [(row.message_id, row.redriven_by) for row in rows] == [("b", "bob")]
+
+
+async def test_persisted_names_only_stored_messages(store: SqlStore) -> None:
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    await store.save([record(queue, "a"), dead(queue, "b")])
+    async with store.transaction() as tx:
+        assert await store.persisted(tx, queue, {"a", "b", "c"}) == {"a"}
+
+
+async def test_an_unreachable_database_is_store_unavailable() -> None:
+    unreachable = SqlStore(create_engine("postgresql+asyncpg://postgres@127.0.0.1:9/none"))
+    with pytest.raises(StoreUnavailable):
+        await unreachable.save([record("q", "a")])
+    await unreachable.close()

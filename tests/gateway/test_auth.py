@@ -171,3 +171,23 @@ def test_api_keys_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPa
     )
     settings = GatewaySettings(_env_file=None)  # type: ignore[call-arg]
     assert settings.api_keys[0].scopes == ("admin",)
+
+
+async def test_dead_letters_need_the_read_scope_and_redrive_the_admin_scope(
+    secured: httpx.AsyncClient, names: Names
+) -> None:
+    reader = {"X-API-Key": READER_KEY}
+    publisher = {"X-API-Key": PUBLISHER_KEY}
+    admin = {"X-API-Key": SLOW_KEY}
+    listing = f"/v1/queues/{names.queue}/dead-letters"
+    redrive = f"{listing}/redrive"
+
+    assert (await secured.get(listing, headers=reader)).status_code == 200
+    assert (await secured.get(listing, headers=publisher)).status_code == 403
+    assert (await secured.post(redrive, json={}, headers=reader)).status_code == 403
+    # The key's name, not a header the caller chose, records who redrove.
+    done = await secured.post(
+        redrive, json={}, headers={**admin, "X-Hareway-Actor": "someone-else"}
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["redriven_by"] == "slow"
