@@ -8,7 +8,7 @@ from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, tuple_
+from sqlalchemy import Row, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -46,8 +46,21 @@ class SqlStore:
         dialect = sqlite if is_sqlite(engine) else postgresql
         upsert = dialect.insert(messages)
         key = ["queue", "message_id"]
-        # A duplicate of a persisted message changes nothing.
-        self._insert = upsert.on_conflict_do_nothing(index_elements=key)
+        # A duplicate of a persisted message changes nothing. A message stored as
+        # dead-lettered that now succeeded (it was redriven) replaces its row, with a new
+        # id: that puts it after every cursor a reader of persisted messages holds.
+        # (DO NOTHING would leave it dead-lettered; an update in place would hide it.)
+        new_id = (
+            select(func.max(messages.c.id) + 1).scalar_subquery()
+            if is_sqlite(engine)
+            else func.nextval(func.pg_get_serial_sequence("messages", "id"))
+        )
+        replaced = [column.name for column in messages.c if column.name not in ("id", *key)]
+        self._insert = upsert.on_conflict_do_update(
+            index_elements=key,
+            set_={"id": new_id, **{name: upsert.excluded[name] for name in replaced}},
+            where=messages.c.status == "dead_lettered",
+        )
         # A message dead-lettered again (redriven, failed again) gets its latest error.
         self._insert_dead = upsert.on_conflict_do_update(
             index_elements=key,
@@ -91,16 +104,6 @@ class SqlStore:
         persisted = [_row(record) for record in unique if record.status == "persisted"]
         dead = [_row(record) for record in unique if record.status == "dead_lettered"]
         if persisted:
-            # A redriven message that now succeeded replaces its dead letter with a new
-            # row: a new id puts it after every cursor a reader of persisted messages holds.
-            # (Updating in place, as ON CONFLICT DO UPDATE would, hides it from them.)
-            keys = [(row["queue"], row["message_id"]) for row in persisted]
-            await tx.execute(
-                delete(messages).where(
-                    messages.c.status == "dead_lettered",
-                    tuple_(messages.c.queue, messages.c.message_id).in_(keys),
-                )
-            )
             await tx.execute(self._insert, persisted)
         if dead:
             await tx.execute(self._insert_dead, dead)
