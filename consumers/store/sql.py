@@ -32,6 +32,21 @@ from consumers.store.schema import messages, redrives
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, ConnectionError, TimeoutError)
 
 
+# PostgreSQL's own words for "not now": connection exceptions (class 08), and a server
+# shutting down or still starting up (57P01-57P03), which asyncpg reports as plain errors.
+_OUTAGE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _sqlstate(exc: BaseException) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:
+        code = getattr(cause, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    return ""
+
+
 _COLUMNS = tuple(field.name for field in fields(DeliveryRecord))
 
 
@@ -97,7 +112,7 @@ class SqlStore:
     def is_outage(self, exc: BaseException) -> bool:
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return True
-        return isinstance(exc, _UNAVAILABLE)
+        return isinstance(exc, _UNAVAILABLE) or _sqlstate(exc).startswith(_OUTAGE_SQLSTATES)
 
     async def write(self, tx: AsyncConnection, records: Sequence[DeliveryRecord]) -> None:
         unique = _one_per_key(records)
