@@ -111,7 +111,13 @@ class QueueWorker:
         try:
             outcome = await self._processor.process(batch)
         except StoreUnavailable as exc:
-            await self._requeue_after_backoff(batch, exc)
+            await self._requeue_after_backoff(batch, str(exc))
+            return
+        except Exception as exc:
+            # Not a known outage but still no commit: keep the deliveries and this loop
+            # alive, and say loudly what went wrong.
+            log.exception("committing a batch of %s failed", self._queue_name)
+            await self._requeue_after_backoff(batch, f"{type(exc).__name__}: {exc}"[:300])
             return
         self.store_ok = True
         self._backoff = self._backoff_initial
@@ -163,14 +169,14 @@ class QueueWorker:
             item.decoded, item.message, failure.error, failure.delay_ms
         )
 
-    async def _requeue_after_backoff(self, batch: list[Item], exc: StoreUnavailable) -> None:
+    async def _requeue_after_backoff(self, batch: list[Item], reason: str) -> None:
         self.store_ok = False
         log.warning(
             "store unavailable, requeueing %d deliveries of %s after a backoff of %.1fs: %s",
             len(batch),
             self._queue_name,
             self._backoff,
-            exc,
+            reason,
         )
         # Waiting before the requeue is what keeps this from a hot loop; a SIGTERM cuts
         # the wait short, since the deliveries go back to the queue either way.

@@ -21,7 +21,15 @@ def create_engine(database_url: str) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(database_url)
-    return create_async_engine(database_url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_async_engine(
+        database_url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        # A database that accepts the connection but never answers (starting up, a cut
+        # network) must fail the batch, so the consumer backs off instead of hanging.
+        connect_args={"timeout": 10, "command_timeout": 60},
+    )
 
 
 def _sqlite_engine(database_url: str) -> AsyncEngine:

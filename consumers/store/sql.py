@@ -8,7 +8,7 @@ from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, tuple_
+from sqlalchemy import Row, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,6 +32,21 @@ from consumers.store.schema import messages, redrives
 _UNAVAILABLE = (OperationalError, InterfaceError, OSError, ConnectionError, TimeoutError)
 
 
+# PostgreSQL's own words for "not now": connection exceptions (class 08), and a server
+# shutting down or still starting up (57P01-57P03), which asyncpg reports as plain errors.
+_OUTAGE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _sqlstate(exc: BaseException) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:
+        code = getattr(cause, "sqlstate", None)
+        if isinstance(code, str):
+            return code
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    return ""
+
+
 _COLUMNS = tuple(field.name for field in fields(DeliveryRecord))
 
 
@@ -46,8 +61,21 @@ class SqlStore:
         dialect = sqlite if is_sqlite(engine) else postgresql
         upsert = dialect.insert(messages)
         key = ["queue", "message_id"]
-        # A duplicate of a persisted message changes nothing.
-        self._insert = upsert.on_conflict_do_nothing(index_elements=key)
+        # A duplicate of a persisted message changes nothing. A message stored as
+        # dead-lettered that now succeeded (it was redriven) replaces its row, with a new
+        # id: that puts it after every cursor a reader of persisted messages holds.
+        # (DO NOTHING would leave it dead-lettered; an update in place would hide it.)
+        new_id = (
+            select(func.max(messages.c.id) + 1).scalar_subquery()
+            if is_sqlite(engine)
+            else func.nextval(func.pg_get_serial_sequence("messages", "id"))
+        )
+        replaced = [column.name for column in messages.c if column.name not in ("id", *key)]
+        self._insert = upsert.on_conflict_do_update(
+            index_elements=key,
+            set_={"id": new_id, **{name: upsert.excluded[name] for name in replaced}},
+            where=messages.c.status == "dead_lettered",
+        )
         # A message dead-lettered again (redriven, failed again) gets its latest error.
         self._insert_dead = upsert.on_conflict_do_update(
             index_elements=key,
@@ -84,23 +112,13 @@ class SqlStore:
     def is_outage(self, exc: BaseException) -> bool:
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return True
-        return isinstance(exc, _UNAVAILABLE)
+        return isinstance(exc, _UNAVAILABLE) or _sqlstate(exc).startswith(_OUTAGE_SQLSTATES)
 
     async def write(self, tx: AsyncConnection, records: Sequence[DeliveryRecord]) -> None:
         unique = _one_per_key(records)
         persisted = [_row(record) for record in unique if record.status == "persisted"]
         dead = [_row(record) for record in unique if record.status == "dead_lettered"]
         if persisted:
-            # A redriven message that now succeeded replaces its dead letter with a new
-            # row: a new id puts it after every cursor a reader of persisted messages holds.
-            # (Updating in place, as ON CONFLICT DO UPDATE would, hides it from them.)
-            keys = [(row["queue"], row["message_id"]) for row in persisted]
-            await tx.execute(
-                delete(messages).where(
-                    messages.c.status == "dead_lettered",
-                    tuple_(messages.c.queue, messages.c.message_id).in_(keys),
-                )
-            )
             await tx.execute(self._insert, persisted)
         if dead:
             await tx.execute(self._insert_dead, dead)
