@@ -126,7 +126,9 @@ class QueueWorker:
         if not unsent:
             await _settle(batch, ack=True)
             return
-        # Rare: a retry publish failed. Ack what is done, return the rest to the queue.
+        # Rare: a retry publish failed (broker trouble, a delay queue missing). Ack what is
+        # done; the rest goes back to the queue after a pause, not straight into a hot loop.
+        await self._pause(self._backoff_initial)
         await _settle_each(batch, unsent)
 
     async def _send_failures(self, outcome: Outcome) -> set[int]:
@@ -178,12 +180,15 @@ class QueueWorker:
             self._backoff,
             reason,
         )
-        # Waiting before the requeue is what keeps this from a hot loop; a SIGTERM cuts
-        # the wait short, since the deliveries go back to the queue either way.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), self._backoff)
+        await self._pause(self._backoff)
         self._backoff = min(self._backoff * 2, self._backoff_max)
         await _settle(batch, ack=False)
+
+    async def _pause(self, seconds: float) -> None:
+        # Waiting before a requeue is what keeps failures from a hot loop; a SIGTERM cuts
+        # the wait short, since the deliveries go back to the queue either way.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
 
 
 async def _settle(batch: list[Item], *, ack: bool) -> None:
