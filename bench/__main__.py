@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -202,15 +203,14 @@ class Bench:
         return self.rows
 
     async def publishers(self) -> None:
-        self.r1 = await bare.aio_pika_publisher(
-            self.url, self.exchange, "order.created", self.duration
+        first = await self.bare_rate(bare.aio_pika_publisher)
+        aiormq_rate = await self.bare_rate(bare.aiormq_publisher)
+        # The reference twice, keeping the better: a reference that a neighbour's burst
+        # slowed down would flatter every ratio set against it.
+        self.r1 = max(first, await self.bare_rate(bare.aio_pika_publisher))
+        self.rows.append(
+            Row("R1 bare aio-pika publisher (256 in flight, best of 2)", self.r1, "msg/s")
         )
-        await self.purge()
-        self.rows.append(Row("R1 bare aio-pika publisher (256 in flight)", self.r1, "msg/s"))
-        aiormq_rate = await bare.aiormq_publisher(
-            self.url, self.exchange, "order.created", self.duration
-        )
-        await self.purge()
         self.rows.append(
             Row(
                 "bare aiormq publisher (256 in flight)",
@@ -220,6 +220,19 @@ class Bench:
                 aiormq_rate / self.r1,
             )
         )
+        p50, p99 = await bare.aio_pika_latency(
+            self.url, self.exchange, "order.created", self.duration
+        )
+        await self.purge()
+        self.bare_light_p99 = p99
+        self.rows.append(
+            Row(f"bare aio-pika publisher, 4 in flight: p50 {p50:.2f} ms", p99, "ms p99")
+        )
+
+    async def bare_rate(self, publisher: Any) -> float:
+        rate: float = await publisher(self.url, self.exchange, "order.created", self.duration)
+        await self.purge()
+        return rate
 
     async def gateways(self) -> None:
         sqlite = f"sqlite+aiosqlite:///{self.work / 'gateway.db'}"
@@ -293,8 +306,8 @@ class Bench:
                 f"hareway light load (4 conns) p50 {light['p50_ms']:.2f} ms",
                 light["p99_ms"],
                 "ms p99",
-                "",
-                None,
+                "bare, 4 in flight",
+                light["p99_ms"] / self.bare_light_p99,
                 "<= 3 ms",
                 light["p99_ms"] <= 3.0,
             )

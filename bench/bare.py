@@ -120,3 +120,37 @@ async def consume_loop(
     elapsed = time.perf_counter() - first
     await connection.close()
     return count / elapsed
+
+
+async def aio_pika_latency(
+    url: str, exchange: str, routing_key: str, duration: float, in_flight: int = 4
+) -> tuple[float, float]:
+    """p50 and p99 ms of publish-to-confirm with only `in_flight` outstanding: what the
+    broker's confirm itself costs, the floor under any gateway's light-load latency."""
+    connection = await aio_pika.connect(url)
+    channel = await connection.channel(publisher_confirms=True)
+    target = await channel.get_exchange(exchange)
+    latencies: list[float] = []
+    deadline = time.perf_counter() + duration
+
+    async def lane() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await target.publish(
+                aio_pika.Message(
+                    BODY,
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key=routing_key,
+                mandatory=True,
+            )
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(lane() for _ in range(in_flight)))
+    await connection.close()
+    latencies.sort()
+    return (
+        latencies[len(latencies) // 2] * 1000,
+        latencies[int(len(latencies) * 0.99)] * 1000,
+    )

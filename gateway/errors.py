@@ -19,6 +19,8 @@ class GatewayError(HarewayError):
         super().__init__(detail)
         self.detail = detail
         self.extensions = extensions
+        # Set by the publish routes, so a failed publish shows where its time went too.
+        self.server_timing: str | None = None
 
 
 class InvalidJson(GatewayError):
@@ -79,3 +81,52 @@ class PublishTimeout(BrokerError):
 
 class Nacked(BrokerError):
     slug, title = "nacked", "The broker refused the message"
+
+
+class InvalidCloudEvent(GatewayError):
+    status, slug, title = 400, "invalid-cloudevent", "Not a valid CloudEvent"
+
+
+class Unauthenticated(GatewayError):
+    status, slug, title = 401, "unauthenticated", "No or unknown API key"
+
+
+class Forbidden(GatewayError):
+    status, slug, title = 403, "forbidden", "The API key lacks the scope for this call"
+
+
+class IdempotencyKeyReused(GatewayError):
+    status, slug, title = 409, "idempotency-key-reused", "Idempotency-Key used with another body"
+
+
+class IdempotencyKeyInProgress(GatewayError):
+    status, slug, title = 409, "idempotency-key-in-progress", "A request with this key is running"
+    retryable = True
+
+
+class UnsupportedMediaType(GatewayError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported content type"
+
+
+class SchemaViolation(ValidationFailed):
+    slug, title = "schema", "Payload fails the route's JSON Schema"
+
+
+class RateLimited(GatewayError):
+    status, slug, title, retryable = 429, "rate-limited", "Over the rate limit", True
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class BrokerBlocked(BrokerError):
+    slug, title = "broker-blocked", "The broker blocks publishers (memory or disk alarm)"
+
+
+class Overloaded(BrokerError):
+    slug, title = "overloaded", "Too many publishes in flight"
+
+
+class StoreUnavailable(GatewayError):
+    status, slug, title, retryable = 503, "store-unavailable", "The store is unavailable", True

@@ -10,7 +10,15 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from gateway.errors import BrokerError, GatewayError, ValidationFailed
+from gateway.errors import (
+    BrokerError,
+    GatewayError,
+    IdempotencyKeyInProgress,
+    RateLimited,
+    StoreUnavailable,
+    Unauthenticated,
+    ValidationFailed,
+)
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "/problems/"
@@ -35,8 +43,14 @@ def problem_response(
     error: GatewayError, retry_after_s: int, headers: dict[str, str] | None = None
 ) -> Response:
     all_headers = dict(headers or {})
-    if isinstance(error, BrokerError):
+    if error.server_timing:
+        all_headers["Server-Timing"] = error.server_timing
+    if isinstance(error, BrokerError | StoreUnavailable | IdempotencyKeyInProgress):
         all_headers["Retry-After"] = str(retry_after_s)
+    elif isinstance(error, RateLimited):
+        all_headers["Retry-After"] = str(error.retry_after_s)
+    elif isinstance(error, Unauthenticated):
+        all_headers["WWW-Authenticate"] = 'Bearer realm="hareway"'
     return Response(
         orjson.dumps(problem_body(error)),
         status_code=error.status,

@@ -12,22 +12,28 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from pamqp import commands as spec
 
 from gateway.errors import (
+    BrokerBlocked,
     BrokerUnavailable,
     ExchangeNotFound,
+    GatewayError,
     Nacked,
+    Overloaded,
     PublishTimeout,
     Unroutable,
 )
 from hareway.wire import PERSISTENT, broker_exchange_name
 
 log = logging.getLogger(__name__)
+
+# How often the publishes waiting for a confirm are checked for a blocked connection.
+_BLOCKED_CHECK_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,9 @@ class Outgoing:
     priority: int | None = None
     expiration_ms: int | None = None
     app_id: str | None = None
+    reply_to: str | None = None
+    type: str | None = None
+    timestamp: datetime | None = None
 
     def properties(self) -> spec.Basic.Properties:
         return spec.Basic.Properties(
@@ -49,12 +58,25 @@ class Outgoing:
             delivery_mode=PERSISTENT,
             message_id=self.message_id,
             correlation_id=self.correlation_id,
+            reply_to=self.reply_to,
             priority=self.priority,
             expiration=None if self.expiration_ms is None else str(self.expiration_ms),
             headers=self.headers or None,
-            timestamp=datetime.now(UTC),
+            timestamp=self.timestamp or datetime.now(UTC),
+            message_type=self.type,
             app_id=self.app_id,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """When the message was handed to the channel (perf_counter), to split Server-Timing."""
+
+    sent_at: float
+
+
+# One result per message of a batch, in order.
+BatchResult = Confirmed | GatewayError
 
 
 class Publisher(Protocol):
@@ -63,8 +85,20 @@ class Publisher(Protocol):
         """Whether a publish now can reach the broker."""
         ...
 
-    async def publish(self, message: Outgoing) -> None:
+    def check_ready(self) -> None:
+        """Raise the `BrokerError` a publish now would get: down, blocked."""
+        ...
+
+    async def prepare(self, exchange: str) -> None:
+        """Raise `ExchangeNotFound` (or a `BrokerError`) before any message goes to `exchange`."""
+        ...
+
+    async def publish(self, message: Outgoing) -> Confirmed:
         """Return once the broker confirmed `message`; raise a `GatewayError` otherwise."""
+        ...
+
+    async def publish_batch(self, messages: list[Outgoing]) -> list[BatchResult]:
+        """Publish all with their confirms in flight together; one result each, in order."""
         ...
 
     async def close(self) -> None: ...
@@ -78,12 +112,18 @@ class AmqpPublisher:
         *,
         timeout_s: float,
         exchange_cache_ttl_s: float,
+        max_in_flight: int,
     ) -> None:
         self._connection = connection
         self._channels = channels
         self._next_channel = itertools.cycle(channels)
         self._timeout_s = timeout_s
         self._exchanges = _KnownExchanges(connection, exchange_cache_ttl_s)
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        # The timeouts of the publishes waiting for a confirm, cut short when blocked.
+        self._deadlines: set[asyncio.Timeout] = set()
+        self._watch = asyncio.ensure_future(self._watch_blocked())
 
     @classmethod
     async def open(
@@ -93,12 +133,19 @@ class AmqpPublisher:
         channels: int,
         timeout_s: float,
         exchange_cache_ttl_s: float,
+        max_in_flight: int,
     ) -> AmqpPublisher:
         pool: list[AbstractRobustChannel] = []
         for _ in range(channels):
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             pool.append(channel)
-        return cls(connection, pool, timeout_s=timeout_s, exchange_cache_ttl_s=exchange_cache_ttl_s)
+        return cls(
+            connection,
+            pool,
+            timeout_s=timeout_s,
+            exchange_cache_ttl_s=exchange_cache_ttl_s,
+            max_in_flight=max_in_flight,
+        )
 
     @property
     def ready(self) -> bool:
@@ -106,25 +153,99 @@ class AmqpPublisher:
             not self._connection.is_closed
             and self._connection.connected.is_set()
             and any(not channel.is_closed for channel in self._channels)
+            and not self.blocked
         )
 
-    async def publish(self, message: Outgoing) -> None:
-        if not self.ready:
+    @property
+    def blocked(self) -> bool:
+        transport = self._connection.transport
+        return transport is not None and is_blocked(transport.connection)
+
+    def check_ready(self) -> None:
+        if self._connection.is_closed or not self._connection.connected.is_set():
             raise BrokerUnavailable("the broker connection is down; retry later")
-        exchange = broker_exchange_name(message.exchange)
+        if self.blocked:
+            raise BrokerBlocked("the broker blocks publishers (memory or disk alarm); retry later")
+        if all(channel.is_closed for channel in self._channels):
+            raise BrokerUnavailable("no publish channel is open; retry later")
+
+    async def prepare(self, exchange: str) -> None:
+        self.check_ready()
+        name = broker_exchange_name(exchange)
+        if not name:
+            return
         try:
             async with asyncio.timeout(self._timeout_s):
-                if exchange:
-                    await self._exchanges.ensure(exchange)
-                channel = await self._open_channel()
-                confirmation = await channel.basic_publish(
-                    message.body,
-                    exchange=exchange,
-                    routing_key=message.routing_key,
-                    properties=message.properties(),
-                    mandatory=True,
-                )
+                await self._exchanges.ensure(name)
         except TimeoutError:
+            raise BrokerUnavailable(f"exchange {exchange!r} lookup timed out") from None
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"the broker connection failed: {exc!r}") from None
+
+    async def publish(self, message: Outgoing) -> Confirmed:
+        self.check_ready()
+        self._take_slots(1)
+        try:
+            return await self._publish(message)
+        finally:
+            self._in_flight -= 1
+
+    async def publish_batch(self, messages: list[Outgoing]) -> list[BatchResult]:
+        self.check_ready()
+        self._take_slots(len(messages))
+        try:
+            results = await asyncio.gather(
+                *(self._publish(message) for message in messages), return_exceptions=True
+            )
+        finally:
+            self._in_flight -= len(messages)
+        outcome: list[BatchResult] = []
+        for result in results:
+            if isinstance(result, Confirmed | GatewayError):
+                outcome.append(result)
+            else:
+                raise result
+        return outcome
+
+    def _take_slots(self, count: int) -> None:
+        # Refuse at once rather than queue: a client can retry elsewhere, a queue only grows.
+        if self._in_flight + count > self._max_in_flight:
+            raise Overloaded(
+                f"{self._in_flight} publishes are in flight (limit {self._max_in_flight}); "
+                "retry later"
+            )
+        self._in_flight += count
+
+    async def _publish(self, message: Outgoing) -> Confirmed:
+        exchange = broker_exchange_name(message.exchange)
+        sent_at = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout_s) as deadline:
+                self._deadlines.add(deadline)
+                try:
+                    if exchange:
+                        await self._exchanges.ensure(exchange)
+                    channel = await self._open_channel()
+                    sent_at = time.perf_counter()
+                    confirmation = await channel.basic_publish(
+                        message.body,
+                        exchange=exchange,
+                        routing_key=message.routing_key,
+                        properties=message.properties(),
+                        mandatory=True,
+                        # Without this, aiormq holds the channel's lock until the frames
+                        # reach the socket: one message per channel per loop turn. The
+                        # in-flight cap bounds what waits in its write queue instead.
+                        wait=False,
+                    )
+                finally:
+                    self._deadlines.discard(deadline)
+        except TimeoutError:
+            if self.blocked:
+                raise BrokerBlocked(
+                    "the broker blocked publishers (memory or disk alarm) before it "
+                    "confirmed; the outcome is unknown, so retry with the same message_id"
+                ) from None
             raise PublishTimeout(
                 f"no confirm within {self._timeout_s:g}s; the message may or may not be "
                 "queued, so retry with the same message_id"
@@ -142,16 +263,45 @@ class AmqpPublisher:
             raise BrokerUnavailable(f"the broker connection failed: {exc!r}") from None
         if not isinstance(confirmation, spec.Basic.Ack):
             raise Nacked(f"the broker did not ack the message: {confirmation!r}")
+        return Confirmed(sent_at)
 
-    async def _open_channel(self) -> aiormq.abc.AbstractChannel:
+    async def _watch_blocked(self) -> None:
+        """End the waits of publishes in flight as soon as the broker blocks the connection.
+
+        A blocked connection holds them unconfirmed until the alarm clears; waiting out
+        the timeout would only make each client wait longer for the same 503. One watcher
+        for all publishes keeps the hot path free of a task or a timer of its own.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_BLOCKED_CHECK_S)
+            if self._deadlines and self.blocked:
+                for deadline in list(self._deadlines):
+                    deadline.reschedule(loop.time())
+
+    async def _open_channel(self) -> aiormq.Channel:
         for _ in range(len(self._channels)):
             channel = next(self._next_channel)
             if not channel.is_closed:
-                return await channel.get_underlay_channel()
+                # aio-pika opens aiormq channels; only the concrete class takes `wait`.
+                return cast(aiormq.Channel, await channel.get_underlay_channel())
         raise BrokerUnavailable("no publish channel is open; retry later")
 
     async def close(self) -> None:
+        self._watch.cancel()
         await self._connection.close()
+
+
+def is_blocked(connection: aiormq.abc.AbstractConnection) -> bool:
+    """Whether the broker sent `connection.blocked` (a memory or disk alarm) and no unblock.
+
+    aiormq tracks the Blocked/Unblocked frames only in a private event (its writer and
+    `ready()` wait on it) and aio-pika exposes nothing; this is the one place that reads it.
+    A blocked connection accepts publishes into the socket and never confirms them, so
+    without this every request would hang until its timeout.
+    """
+    unblocked = getattr(connection, "_Connection__connection_unblocked", None)
+    return isinstance(unblocked, asyncio.Event) and connection.is_opened and not unblocked.is_set()
 
 
 class _KnownExchanges:

@@ -101,6 +101,17 @@ class BindingSpec(_Spec):
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
+class SchemaSpec(_Spec):
+    """A JSON Schema the gateway checks payloads against before publishing them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    exchange: str
+    # A glob (`*` matches anything, dots included): `order.*`, `*`, or one exact key.
+    routing_key: str = "*"
+    json_schema: dict[str, Any] = Field(alias="schema")
+
+
 def retry_exchange_name(queue: str) -> str:
     return f"{queue}.retry"
 
@@ -121,6 +132,7 @@ class Topology(_Spec):
     exchanges: tuple[ExchangeSpec, ...] = ()
     queues: tuple[QueueSpec, ...] = ()
     bindings: tuple[BindingSpec, ...] = ()
+    schemas: tuple[SchemaSpec, ...] = ()
 
     @model_validator(mode="after")
     def _bindings_name_declared_entities(self) -> Topology:
@@ -147,7 +159,12 @@ class Topology(_Spec):
                 exchanges += ladder.exchanges
                 queues += ladder.queues
                 bindings += ladder.bindings
-        return Topology(exchanges=tuple(exchanges), queues=tuple(queues), bindings=tuple(bindings))
+        return Topology(
+            exchanges=tuple(exchanges),
+            queues=tuple(queues),
+            bindings=tuple(bindings),
+            schemas=self.schemas,
+        )
 
 
 def _ladder(queue: QueueSpec, retry: RetrySpec) -> Topology:

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from consumers.errors import InvalidCursor
 from consumers.store import DeadLetterMessage, Redrive
+from gateway.auth import AdminCaller, ReadCaller
 from gateway.deps import PublisherDep, StoreDep
 from gateway.errors import GatewayError, ValidationFailed
 from gateway.openapi import problem_responses
@@ -22,7 +23,7 @@ from hareway.wire import DEFAULT_EXCHANGE_ALIAS, JSON_CONTENT_TYPE, is_json_cont
 
 router = APIRouter(prefix="/v1", tags=["dead letters"])
 
-# Until API keys say who is calling, the caller may name itself.
+# With API keys configured the key's name says who redrove; without, the caller may name itself.
 ACTOR_HEADER = "X-Hareway-Actor"
 # Redrive publishes with confirms in flight together, this many at a time.
 _IN_FLIGHT = 100
@@ -40,11 +41,12 @@ class RedriveRequest(BaseModel):
 @router.get(
     "/queues/{queue}/dead-letters",
     summary="Dead-lettered messages of a queue with their last error, without consuming them",
-    responses=problem_responses(422),
+    responses=problem_responses(401, 403, 422),
 )
 async def list_dead_letters(
     queue: str,
     store: StoreDep,
+    _caller: ReadCaller,
     after: Annotated[str | None, Query(description="the cursor of the last one seen")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
@@ -64,13 +66,14 @@ async def list_dead_letters(
     responses={
         200: {"description": "Every dead letter asked for was re-published and confirmed"},
         207: {"description": "Some could not be re-published; each result says why"},
-        **problem_responses(422),
+        **problem_responses(401, 403, 422),
     },
 )
 async def redrive(
     queue: str,
     store: StoreDep,
     publisher: PublisherDep,
+    caller: AdminCaller,
     request: RedriveRequest | None = None,
     actor: Annotated[str | None, Header(alias=ACTOR_HEADER, max_length=255)] = None,
 ) -> Response:
@@ -88,7 +91,7 @@ async def redrive(
             return None
 
     errors = await asyncio.gather(*(one(message) for message in found))
-    who = actor or "anonymous"
+    who = (actor or caller.name) if caller.open_access else caller.name
     await store.record_redrives(
         [
             Redrive(queue, message.message_id, message.exchange, message.routing_key, who)

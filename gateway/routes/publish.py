@@ -2,79 +2,109 @@
 
 from __future__ import annotations
 
-import time
+from typing import Annotated
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from gateway import compose
+from gateway.answers import Timing, answer_once
 from gateway.body import read_capped
-from gateway.deps import PublisherDep, SettingsDep
-from gateway.envelope import PublishRequest, parse_publish_request
-from gateway.openapi import problem_responses
-from gateway.publisher import Outgoing
-from hareway.wire import JSON_CONTENT_TYPE, new_message_id
+from gateway.compose import Context, Form
+from gateway.deps import publish_services
+from gateway.envelope import parse_publish_request
+from gateway.errors import GatewayError
+from gateway.idempotency import Answer
+from gateway.openapi import PUBLISH_ONE_BODY, PUBLISHED, problem_responses
+from hareway.wire import JSON_CONTENT_TYPE
 
 router = APIRouter(prefix="/v1", tags=["publish"])
-
-_REQUEST_BODY = {
-    "required": True,
-    "content": {JSON_CONTENT_TYPE: {"schema": PublishRequest.model_json_schema()}},
-}
 
 
 @router.post(
     "/exchanges/{exchange}/messages",
     status_code=202,
     summary="Publish one message; answered once the broker confirmed it",
-    openapi_extra={"requestBody": _REQUEST_BODY},
+    description=(
+        "Three body forms: the JSON envelope (`application/json`), a structured-mode "
+        "CloudEvent (`application/cloudevents+json`), or a binary-mode CloudEvent "
+        "(`ce-specversion`, `ce-id`, `ce-source`, `ce-type` headers, any content type, the "
+        "body published byte for byte). Send `Idempotency-Key` to make retries safe."
+    ),
+    openapi_extra={"requestBody": PUBLISH_ONE_BODY},
     responses={
-        202: {"description": "Confirmed by the broker; Location names the message"},
-        **problem_responses(400, 404, 413, 422, 503),
+        202: PUBLISHED,
+        **problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
     },
 )
 async def publish_message(
-    exchange: str, request: Request, publisher: PublisherDep, settings: SettingsDep
+    exchange: str,
+    request: Request,
+    routing_key: Annotated[
+        str | None, Query(description="CloudEvents only: the routing key, else the event type")
+    ] = None,
 ) -> Response:
-    started = time.perf_counter()
+    timing = Timing()
+    try:
+        return await _publish_one(exchange, request, routing_key, timing)
+    except GatewayError as error:
+        error.server_timing = timing.header()
+        raise
+
+
+async def _publish_one(
+    exchange: str, request: Request, routing_key: str | None, timing: Timing
+) -> Response:
+    services = publish_services(request)
+    caller = services.authenticator.publisher(request, exchange)
+    publisher, settings, schemas = services.publisher, services.settings, services.schemas
+    headers = request.headers
+    compose.check_exchange(exchange)
+    form = compose.body_form(headers)
+    key = compose.idempotency_key(headers)
     raw = await read_capped(request, settings.max_message_bytes)
-    envelope = parse_publish_request(raw)
-    message_id = envelope.message_id or request.headers.get("idempotency-key") or new_message_id()
-    outgoing = Outgoing(
-        exchange=exchange,
-        routing_key=envelope.routing_key,
-        body=envelope.payload_bytes(),
-        message_id=message_id,
-        content_type=JSON_CONTENT_TYPE,
-        headers=dict(envelope.headers),
-        correlation_id=envelope.correlation_id,
-        priority=envelope.priority,
-        expiration_ms=envelope.expiration_ms,
+    context = Context(exchange, caller.name, schemas, settings.max_header_bytes)
+    if form is Form.ENVELOPE:
+        outgoing = compose.from_envelope(parse_publish_request(raw), context, key)
+    else:
+        outgoing = compose.from_cloudevent(form, headers, raw, routing_key, context)
+    timing.validated()
+
+    async def publish() -> Answer:
+        confirmed = await publisher.publish(outgoing)
+        timing.confirmed(confirmed.sent_at)
+        body = {
+            "message_id": outgoing.message_id,
+            "exchange": exchange,
+            "routing_key": outgoing.routing_key,
+            "status": "confirmed",
+        }
+        return Answer(202, orjson.dumps(body))
+
+    request_parts: tuple[str | bytes, ...] = (
+        "messages",
+        exchange,
+        headers.get("content-type", ""),
+        routing_key or "",
+        *sorted(f"{name}={value}" for name, value in headers.items() if name.startswith("ce-")),
+        raw,
     )
-    validated = time.perf_counter()
-    await publisher.publish(outgoing)
-    confirmed = time.perf_counter()
-    body = {
-        "message_id": message_id,
-        "exchange": exchange,
-        "routing_key": envelope.routing_key,
-        "status": "confirmed",
-    }
+    answer, replayed = await answer_once(
+        services.idempotency_keys, caller.name, key, request_parts, publish
+    )
+    message_id = outgoing.message_id
+    response_headers = {}
+    if replayed:
+        timing.replayed()
+        response_headers["Idempotent-Replayed"] = "true"
+        message_id = str(orjson.loads(answer.body).get("message_id", message_id))
+    response_headers["Location"] = f"/v1/messages/{quote(message_id, safe='')}"
+    response_headers["Server-Timing"] = timing.header()
     return Response(
-        orjson.dumps(body),
-        status_code=202,
+        answer.body,
+        status_code=answer.status,
         media_type=JSON_CONTENT_TYPE,
-        headers={
-            "Location": f"/v1/messages/{quote(message_id, safe='')}",
-            "Server-Timing": server_timing(started, validated, confirmed),
-        },
-    )
-
-
-def server_timing(started: float, validated: float, confirmed: float) -> str:
-    """Milliseconds per phase, as the browser's DevTools show them."""
-    return (
-        f"validate;dur={(validated - started) * 1000:.3f}, "
-        f'publish;desc="publish and confirm";dur={(confirmed - validated) * 1000:.3f}'
+        headers=response_headers,
     )

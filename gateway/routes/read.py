@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 
 from consumers.errors import InvalidCursor
 from consumers.store import StoredMessage
+from gateway.auth import AnyCaller, ReadCaller
 from gateway.deps import StoreDep
 from gateway.errors import MessageNotFound, ValidationFailed
 from gateway.openapi import problem_responses
@@ -20,10 +21,15 @@ router = APIRouter(prefix="/v1", tags=["read"])
 @router.get(
     "/messages/{message_id}",
     summary="Where a message is: stored or dead-lettered, by which queue, after how many tries",
-    responses=problem_responses(404),
+    responses=problem_responses(401, 403, 404, 422, 429),
 )
-async def get_message(message_id: str, store: StoreDep) -> dict[str, Any]:
-    deliveries = await store.deliveries(message_id)
+async def get_message(message_id: str, store: StoreDep, caller: AnyCaller) -> dict[str, Any]:
+    # Only the queues the caller may read: the others do not even show the message exists.
+    deliveries = [
+        delivery
+        for delivery in await store.deliveries(message_id)
+        if caller.may("read", delivery.queue)
+    ]
     if not deliveries:
         raise MessageNotFound(f"no consumer has stored message {message_id!r} yet")
     return {
@@ -45,11 +51,12 @@ async def get_message(message_id: str, store: StoreDep) -> dict[str, Any]:
 @router.get(
     "/queues/{queue}/messages",
     summary="Persisted messages of a queue in the order they were stored, by cursor",
-    responses=problem_responses(422),
+    responses=problem_responses(401, 403, 422, 429),
 )
 async def list_queue_messages(
     queue: str,
     store: StoreDep,
+    _caller: ReadCaller,
     after: Annotated[str | None, Query(description="the cursor of the last message seen")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import aio_pika
 import httpx
@@ -10,6 +11,8 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractConnection
 
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
 from tests.conftest import Names
 from tests.support.broker import ready_count
 
@@ -203,3 +206,159 @@ async def test_many_concurrent_publishes_are_all_confirmed(
     )
     assert [response.status_code for response in responses] == [202] * 300
     assert await ready_count(amqp, names.queue) == 300
+
+
+async def test_every_message_property_reaches_the_broker(
+    client: httpx.AsyncClient, names: Names, amqp: AbstractConnection
+) -> None:
+    body = {
+        **ORDER,
+        "reply_to": "replies",
+        "type": "order.created.v1",
+        "timestamp": "2026-01-02T03:04:05Z",
+    }
+    response = await client.post(f"/v1/exchanges/{names.exchange}/messages", json=body)
+    assert response.status_code == 202, response.text
+    channel = await amqp.channel()
+    message = await (await channel.get_queue(names.queue)).get(timeout=5)
+    assert message is not None
+    await message.ack()
+    await channel.close()
+    assert message.reply_to == "replies"
+    assert message.type == "order.created.v1"
+    assert message.timestamp is not None
+    assert message.timestamp.year == 2026
+    # With no API keys configured the caller is anonymous; with keys, its name.
+    assert message.app_id == "anonymous"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/xml", "application/x-www-form-urlencoded"]
+)
+async def test_unsupported_content_type_is_415(
+    client: httpx.AsyncClient, names: Names, amqp: AbstractConnection, content_type: str
+) -> None:
+    response = await client.post(
+        f"/v1/exchanges/{names.exchange}/messages",
+        content=orjson.dumps(ORDER),
+        headers={"content-type": content_type},
+    )
+    assert_problem(response, 415, "/unsupported-media-type")
+    batch = await client.post(
+        f"/v1/exchanges/{names.exchange}/batch",
+        content=orjson.dumps({"messages": [ORDER]}),
+        headers={"content-type": content_type},
+    )
+    assert_problem(batch, 415, "/unsupported-media-type")
+    assert await ready_count(amqp, names.queue) == 0
+
+
+async def test_body_over_the_limit_is_413_while_it_streams_in(
+    client: httpx.AsyncClient, names: Names, amqp: AbstractConnection
+) -> None:
+    sent = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        # No Content-Length: only counting while reading can stop this body.
+        nonlocal sent
+        yield b'{"routing_key": "order.created", "payload": "'
+        for _ in range(64):
+            sent += 64 * 1024
+            yield b"x" * (64 * 1024)
+        yield b'"}'
+
+    response = await client.post(
+        f"/v1/exchanges/{names.exchange}/messages",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+    )
+    assert_problem(response, 413, "/payload-too-large")
+    assert sent < 64 * 64 * 1024, "the gateway read the whole body before refusing it"
+    assert await ready_count(amqp, names.queue) == 0
+
+
+async def test_headers_over_the_size_cap_are_422(
+    client: httpx.AsyncClient, names: Names, amqp: AbstractConnection
+) -> None:
+    headers = {f"h{index}": "v" * 200 for index in range(100)}  # about 21 KiB
+    response = await client.post(
+        f"/v1/exchanges/{names.exchange}/messages", json={**ORDER, "headers": headers}
+    )
+    problem = assert_problem(response, 422, "/validation")
+    assert "headers" in str(problem["detail"])
+    assert await ready_count(amqp, names.queue) == 0
+
+
+async def test_overlong_idempotency_key_is_422(client: httpx.AsyncClient, names: Names) -> None:
+    response = await client.post(
+        f"/v1/exchanges/{names.exchange}/messages",
+        json=ORDER,
+        headers={"Idempotency-Key": "k" * 256},
+    )
+    problem = assert_problem(response, 422, "/validation")
+    assert "Idempotency-Key" in str(problem["detail"])
+
+
+async def test_a_batch_over_the_in_flight_cap_is_503_at_once(
+    gateway_settings: GatewaySettings, names: Names, amqp: AbstractConnection
+) -> None:
+    settings = gateway_settings.model_copy(update={"max_in_flight": 10})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            response = await client.post(
+                f"/v1/exchanges/{names.exchange}/batch", json={"messages": [ORDER] * 11}
+            )
+            assert_problem(response, 503, "/overloaded")
+            assert response.headers["retry-after"]
+            fits = await client.post(
+                f"/v1/exchanges/{names.exchange}/batch", json={"messages": [ORDER] * 10}
+            )
+            assert fits.status_code == 202, fits.text
+    assert await ready_count(amqp, names.queue) == 10
+
+
+async def test_no_confirm_in_time_is_503_outcome_unknown(
+    gateway_settings: GatewaySettings, names: Names
+) -> None:
+    settings = gateway_settings.model_copy(update={"publish_timeout_s": 1e-6})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            response = await client.post(f"/v1/exchanges/{names.exchange}/messages", json=ORDER)
+            problem = assert_problem(response, 503, "/publish-timeout")
+            assert problem["retryable"] is True
+            assert "may or may not" in str(problem["detail"])
+            assert response.headers["retry-after"]
+            assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_server_timing_splits_the_phases_of_answers_and_failures(
+    client: httpx.AsyncClient, names: Names
+) -> None:
+    url = f"/v1/exchanges/{names.exchange}/messages"
+    ok = await client.post(url, json=ORDER)
+    phases = [part.split(";")[0] for part in ok.headers["server-timing"].split(", ")]
+    assert phases == ["validate", "publish", "confirm"]
+    for part in ok.headers["server-timing"].split(", "):
+        assert float(part.rsplit("dur=", 1)[1]) >= 0
+
+    unroutable = await client.post(url, json={"routing_key": "invoice.paid", "payload": {}})
+    assert unroutable.status_code == 422
+    assert [p.split(";")[0] for p in unroutable.headers["server-timing"].split(", ")] == [
+        "validate",
+        "publish",
+    ]
+    invalid = await client.post(url, content=b"{", headers={"content-type": "application/json"})
+    assert invalid.headers["server-timing"].startswith("validate;dur=")
+
+    batch = await client.post(
+        f"/v1/exchanges/{names.exchange}/batch", json={"messages": [ORDER, ORDER]}
+    )
+    assert [p.split(";")[0] for p in batch.headers["server-timing"].split(", ")] == [
+        "validate",
+        "publish",
+        "confirm",
+    ]
