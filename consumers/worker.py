@@ -20,6 +20,7 @@ from consumers.decode import decode
 from consumers.errors import QueueNotFound, StoreUnavailable
 from consumers.retry import Republisher
 from consumers.settings import ConsumerSettings
+from hareway.schemas import SchemaRules
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,13 @@ class QueueWorker:
         processor: BatchProcessor,
         republisher: Republisher,
         settings: ConsumerSettings,
+        schemas: SchemaRules | None = None,
     ) -> None:
         self._channel = channel
         self._queue_name = queue_name
         self._processor = processor
         self._republisher = republisher
+        self._schemas = schemas
         self._batch_size = min(settings.batch_size, settings.prefetch)
         self._max_wait = settings.batch_max_wait_ms / 1000
         self._backoff_initial = settings.store_backoff_initial_s
@@ -85,7 +88,7 @@ class QueueWorker:
         log.info("stopped %s after storing %d messages", self._queue_name, self.stored)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self._pending.append(Item(decode(self._queue_name, message), message))
+        self._pending.append(Item(decode(self._queue_name, message, self._schemas), message))
         self._arrived.set()
         if len(self._pending) >= self._batch_size:
             self._full.set()
