@@ -63,8 +63,9 @@ async def test_failing_twice_then_succeeding_is_stored_once_after_three_attempts
     assert [attempts for attempts, _ in seen] == [1, 2, 3]
     first_wait = seen[1][1] - seen[0][1]
     second_wait = seen[2][1] - seen[1][1]
-    assert 0.2 <= first_wait < 0.4 + 0.3, first_wait  # the 200ms delay queue
-    assert 0.4 <= second_wait < 0.8 + 0.3, second_wait  # then the 400ms one
+    # The 200ms delay queue, then the 400ms one (generous upper bounds: shared machines).
+    assert 0.2 <= first_wait < 3, first_wait
+    assert 0.4 <= second_wait < 3, second_wait
     assert delivery.status == "persisted"
     assert delivery.attempts == 3
     # The stored route is the original one, not the default exchange it came back through.
