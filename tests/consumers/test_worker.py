@@ -17,6 +17,7 @@ from consumers.store import SqlStore, open_store
 from consumers.worker import QueueWorker
 from hareway.topology import Topology, declare_topology
 from tests.conftest import Names
+from tests.consumers.support import running, settings_for, store_at
 from tests.support.broker import publish_many, ready_count
 from tests.support.processes import eventually
 
@@ -83,3 +84,42 @@ async def test_an_unforeseen_commit_error_requeues_and_the_loop_goes_on(
     assert "committing a batch" in caplog.text
     assert "an unforeseen bug" in caplog.text
     assert await ready_count(amqp, names.queue) == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("batch_size", "max_wait_ms", "count"),
+    [
+        (10, 600_000, 30),  # only a full batch can commit: the size trigger
+        (1000, 100, 3),  # a batch that never fills commits: the time trigger
+    ],
+)
+async def test_a_batch_commits_when_full_or_when_its_wait_is_over(
+    rabbitmq_url: str,
+    sqlite_url: str,
+    topology_file: Path,
+    names: Names,
+    amqp: AbstractConnection,
+    batch_size: int,
+    max_wait_ms: int,
+    count: int,
+) -> None:
+    settings = settings_for(
+        rabbitmq_url,
+        sqlite_url,
+        topology_file,
+        batch_size=batch_size,
+        batch_max_wait_ms=max_wait_ms,
+        prefetch=1000,
+    )
+    async with running(settings, [names.queue]), store_at(sqlite_url) as store:
+        await publish_many(amqp, names.exchange, "order.created", count)
+
+        async def all_stored() -> bool:
+            return await store.count(names.queue) == count
+
+        await eventually(all_stored, 20, f"{count} rows")
+        unacked = await amqp.channel()
+        queue = await unacked.declare_queue(names.queue, passive=True)
+        await unacked.close()
+    assert queue.declaration_result.message_count == 0
