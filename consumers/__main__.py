@@ -6,8 +6,8 @@ import asyncio
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Coroutine, Sequence
+from typing import Annotated, Any
 
 import typer
 
@@ -56,10 +56,21 @@ def serve(queues: Sequence[str], app: Consumer | None, *, health_port: int | Non
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(run(settings, queues, app))
+        _run_loop(run(settings, queues, app))
     except HarewayError as exc:
         print(f"consumers: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    # uvloop where installed (uvicorn[standard] brings it): the consume path is mostly
+    # event-loop work per delivery, which uvloop does in C.
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def load_app(reference: str) -> Consumer:

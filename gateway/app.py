@@ -15,6 +15,7 @@ from gateway.auth import Authenticator
 from gateway.deps import PublishServices
 from gateway.fastpath import Gateway
 from gateway.idempotency import SqlIdempotencyKeys, purge_periodically
+from gateway.metrics import MeteredPublisher, Metrics
 from gateway.openapi import declare_security
 from gateway.publisher import AmqpPublisher
 from gateway.routes import batch, dead_letters, health, publish, read
@@ -37,18 +38,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         connection = await broker.connect(settings.rabbitmq_url, "gateway")
         try:
             await declare_topology(connection, topology)
-            publisher = await AmqpPublisher.open(
+            metrics = Metrics()
+            amqp = await AmqpPublisher.open(
                 connection,
                 channels=settings.publish_channels,
                 timeout_s=settings.publish_timeout_s,
                 exchange_cache_ttl_s=settings.exchange_cache_ttl_s,
                 max_in_flight=settings.max_in_flight,
             )
+            publisher = MeteredPublisher(amqp, metrics)
             store = await open_store(settings.database_url)
         except BaseException:
             await connection.close()
             raise
         app.state.settings = settings
+        app.state.metrics = metrics
         app.state.publisher = publisher
         app.state.store = store
         app.state.authenticator = authenticator

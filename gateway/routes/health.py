@@ -1,11 +1,13 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and metrics: open to probes and scrapers, no API key needed."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 from gateway.deps import PublisherDep
 from gateway.errors import BrokerUnavailable
+from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.openapi import problem_responses
 
 router = APIRouter(tags=["health"])
@@ -25,3 +27,14 @@ async def readyz(publisher: PublisherDep) -> dict[str, str]:
     if not publisher.ready:
         raise BrokerUnavailable("the broker connection or its channels are down")
     return {"status": "ready"}
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics: published messages by outcome, confirm latency",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "text format"}},
+)
+async def metrics(request: Request) -> Response:
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

@@ -362,3 +362,22 @@ async def test_server_timing_splits_the_phases_of_answers_and_failures(
         "publish",
         "confirm",
     ]
+
+
+async def test_metrics_count_outcomes_and_confirm_latency(
+    client: httpx.AsyncClient, names: Names
+) -> None:
+    await client.post(f"/v1/exchanges/{names.exchange}/messages", json=ORDER)
+    await client.post(
+        f"/v1/exchanges/{names.exchange}/messages",
+        json={"routing_key": "invoice.paid", "payload": {}},
+    )
+
+    response = await client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'hareway_published_messages_total{outcome="confirmed"} 1.0' in text
+    assert 'hareway_published_messages_total{outcome="unroutable"} 1.0' in text
+    assert "hareway_publish_confirm_seconds_count 1.0" in text
