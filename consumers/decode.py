@@ -10,6 +10,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from consumers.store.records import DeliveryRecord
+from hareway.schemas import SchemaRules
 from hareway.wire import (
     ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
@@ -31,14 +32,21 @@ class Decoded:
     poison: str | None = None
 
 
-def decode(queue: str, message: AbstractIncomingMessage) -> Decoded:
+def decode(
+    queue: str, message: AbstractIncomingMessage, schemas: SchemaRules | None = None
+) -> Decoded:
     record = to_record(queue, message)
     if not is_json_content_type(record.content_type):
         return Decoded(record)
     try:
-        return Decoded(record, orjson.loads(record.body))
+        payload = orjson.loads(record.body)
     except orjson.JSONDecodeError as exc:
         return Decoded(record, poison=f"undecodable: the body is not valid JSON ({exc})")
+    if schemas is not None:
+        violation = schemas.violation(record.exchange, record.routing_key, payload)
+        if violation is not None:
+            return Decoded(record, payload, poison=f"fails its schema: {violation}")
+    return Decoded(record, payload)
 
 
 def to_record(queue: str, message: AbstractIncomingMessage) -> DeliveryRecord:

@@ -17,6 +17,7 @@ from consumers.settings import ConsumerSettings
 from consumers.store import Store, open_store
 from consumers.worker import QueueWorker
 from hareway import broker
+from hareway.schemas import SchemaRules
 from hareway.topology import Topology, declare_topology, load_topology
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ async def run(
     try:
         await declare_topology(connection, topology)
         store = await open_store(settings.database_url)
+        schemas = SchemaRules(topology.schemas)
         for queue in queues:
-            worker = await _worker(connection, queue, store, topology, app, settings)
+            worker = await _worker(connection, queue, store, topology, app, settings, schemas)
             await worker.start()
             workers.append(worker)
         if settings.health_port is not None:
@@ -82,6 +84,7 @@ async def _worker(
     topology: Topology,
     app: Consumer | None,
     settings: ConsumerSettings,
+    schemas: SchemaRules,
 ) -> QueueWorker:
     # A channel per queue: its own QoS window and its own delivery tags to ack.
     channel = await connection.channel()
@@ -90,4 +93,4 @@ async def _worker(
     republisher = await Republisher.open(connection, queue, spec.retry if spec else None)
     handler = app.handlers.get(queue) if app is not None else None
     processor = BatchProcessor(store, queue, handler, republisher.delay_ms)
-    return QueueWorker(channel, queue, processor, republisher, settings)
+    return QueueWorker(channel, queue, processor, republisher, settings, schemas)

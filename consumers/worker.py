@@ -20,6 +20,7 @@ from consumers.decode import decode
 from consumers.errors import QueueNotFound, StoreUnavailable
 from consumers.retry import Republisher
 from consumers.settings import ConsumerSettings
+from hareway.schemas import SchemaRules
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,13 @@ class QueueWorker:
         processor: BatchProcessor,
         republisher: Republisher,
         settings: ConsumerSettings,
+        schemas: SchemaRules | None = None,
     ) -> None:
         self._channel = channel
         self._queue_name = queue_name
         self._processor = processor
         self._republisher = republisher
+        self._schemas = schemas
         self._batch_size = min(settings.batch_size, settings.prefetch)
         self._max_wait = settings.batch_max_wait_ms / 1000
         self._backoff_initial = settings.store_backoff_initial_s
@@ -85,7 +88,7 @@ class QueueWorker:
         log.info("stopped %s after storing %d messages", self._queue_name, self.stored)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self._pending.append(Item(decode(self._queue_name, message), message))
+        self._pending.append(Item(decode(self._queue_name, message, self._schemas), message))
         self._arrived.set()
         if len(self._pending) >= self._batch_size:
             self._full.set()
@@ -126,7 +129,9 @@ class QueueWorker:
         if not unsent:
             await _settle(batch, ack=True)
             return
-        # Rare: a retry publish failed. Ack what is done, return the rest to the queue.
+        # Rare: a retry publish failed (broker trouble, a delay queue missing). Ack what is
+        # done; the rest goes back to the queue after a pause, not straight into a hot loop.
+        await self._pause(self._backoff_initial)
         await _settle_each(batch, unsent)
 
     async def _send_failures(self, outcome: Outcome) -> set[int]:
@@ -178,12 +183,15 @@ class QueueWorker:
             self._backoff,
             reason,
         )
-        # Waiting before the requeue is what keeps this from a hot loop; a SIGTERM cuts
-        # the wait short, since the deliveries go back to the queue either way.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopped.wait(), self._backoff)
+        await self._pause(self._backoff)
         self._backoff = min(self._backoff * 2, self._backoff_max)
         await _settle(batch, ack=False)
+
+    async def _pause(self, seconds: float) -> None:
+        # Waiting before a requeue is what keeps failures from a hot loop; a SIGTERM cuts
+        # the wait short, since the deliveries go back to the queue either way.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
 
 
 async def _settle(batch: list[Item], *, ack: bool) -> None:

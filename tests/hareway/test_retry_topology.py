@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -163,3 +164,32 @@ async def test_diff_names_conflicts_and_apply_then_changes_nothing(
     channel = await amqp.channel()
     with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
         await channel.declare_queue(f"{ladder_names.queue}.dlq", passive=True)
+
+
+@pytest.mark.broker
+async def test_a_quorum_queue_hands_a_message_over_its_delivery_limit_to_the_dlq(
+    amqp: AbstractConnection, ladder_names: Names
+) -> None:
+    topology = with_retry(ladder_names, "quorum", delays=["1s"], max_attempts=3, delivery_limit=1)
+    await apply_topology(amqp, topology)
+    channel = await amqp.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(ladder_names.exchange)
+    await exchange.publish(aio_pika.Message(b"{}", message_id="crasher"), routing_key="order.x")
+    queue = await channel.get_queue(ladder_names.queue)
+    # A consumer that dies on the message before counting the attempt, over and over.
+    for _ in range(2):
+        message = await queue.get(timeout=5)
+        assert message is not None
+        await message.nack(requeue=True)
+    dlq = await channel.get_queue(f"{ladder_names.queue}.dlq")
+
+    found = None
+    for _ in range(50):
+        found = await dlq.get(fail=False)
+        if found is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert found is not None
+    assert found.message_id == "crasher"
+    await found.ack()
+    await channel.close()

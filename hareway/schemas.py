@@ -1,0 +1,67 @@
+"""The topology's per exchange/routing-key JSON Schemas, compiled once, matched by glob.
+
+The consumers use it to dead-letter a message that can never succeed (one published past
+the gateway, which checks the same schemas before publishing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fnmatch import fnmatchcase
+from typing import Any
+
+import fastjsonschema
+
+from hareway.errors import HarewayError
+from hareway.topology import SchemaSpec
+
+Validator = Callable[[Any], Any]
+
+# Routing keys are the publishers' to choose: remember at most this many lookups.
+_CACHE_LIMIT = 4096
+
+
+class InvalidSchema(HarewayError):
+    """A schema in the topology file is not a valid JSON Schema."""
+
+
+class SchemaRules:
+    def __init__(self, specs: tuple[SchemaSpec, ...]) -> None:
+        self._rules: list[tuple[str, str, Validator]] = []
+        for spec in specs:
+            try:
+                validator = fastjsonschema.compile(spec.json_schema)
+            except fastjsonschema.JsonSchemaDefinitionException as exc:
+                raise InvalidSchema(
+                    f"schema for {spec.exchange!r}/{spec.routing_key!r}: {exc}"
+                ) from exc
+            self._rules.append((spec.exchange, spec.routing_key, validator))
+        self._found: dict[tuple[str, str], list[Validator]] = {}
+
+    def violation(self, exchange: str, routing_key: str, payload: Any) -> str | None:
+        """Why `payload` fails a schema for its route (e.g. `payload.order_id: must be
+        integer`), or None when it passes or no schema applies."""
+        if not self._rules:
+            return None
+        for validator in self._validators(exchange, routing_key):
+            try:
+                validator(payload)
+            except fastjsonschema.JsonSchemaValueException as exc:
+                path = ".".join(["payload", *(str(part) for part in exc.path[1:])])
+                message = exc.message.removeprefix(exc.name or "").strip() or exc.message
+                return f"{path}: {message}"
+        return None
+
+    def _validators(self, exchange: str, routing_key: str) -> list[Validator]:
+        key = (exchange, routing_key)
+        found = self._found.get(key)
+        if found is None:
+            found = [
+                validator
+                for rule_exchange, pattern, validator in self._rules
+                if rule_exchange == exchange and fnmatchcase(routing_key, pattern)
+            ]
+            if len(self._found) >= _CACHE_LIMIT:
+                self._found.clear()
+            self._found[key] = found
+        return found
