@@ -1,68 +1,22 @@
-"""Per exchange/routing-key JSON Schemas from the topology, compiled once at start."""
+"""Per exchange/routing-key JSON Schemas, checked before publishing: failures are 422s."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from fnmatch import fnmatchcase
 from typing import Any
 
-import fastjsonschema
-
 from gateway.errors import SchemaViolation
-from hareway.errors import HarewayError
-from hareway.topology import SchemaSpec
+from hareway.schemas import InvalidSchema, SchemaRules
 
-Validator = Callable[[Any], Any]
-
-# Routing keys are the caller's to choose: remember at most this many lookups.
-_CACHE_LIMIT = 4096
+__all__ = ["InvalidSchema", "Schemas"]
 
 
-class InvalidSchema(HarewayError):
-    """A schema in the topology file is not a valid JSON Schema."""
-
-
-class Schemas:
-    def __init__(self, specs: tuple[SchemaSpec, ...]) -> None:
-        self._rules: list[tuple[str, str, Validator]] = []
-        for spec in specs:
-            try:
-                validator = fastjsonschema.compile(spec.json_schema)
-            except fastjsonschema.JsonSchemaDefinitionException as exc:
-                raise InvalidSchema(
-                    f"schema for {spec.exchange!r}/{spec.routing_key!r}: {exc}"
-                ) from exc
-            self._rules.append((spec.exchange, spec.routing_key, validator))
-        self._found: dict[tuple[str, str], list[Validator]] = {}
-
+class Schemas(SchemaRules):
     def check(self, exchange: str, routing_key: str, payload: Any, field: str = "payload") -> None:
         """Raise `SchemaViolation` naming the failing field, e.g. `payload.order_id`."""
-        if not self._rules:
-            return
-        for validator in self._validators(exchange, routing_key):
-            try:
-                validator(payload)
-            except fastjsonschema.JsonSchemaValueException as exc:
-                path = ".".join([field, *(str(part) for part in exc.path[1:])])
-                message = exc.message.removeprefix(exc.name or "").strip() or exc.message
-                raise SchemaViolation(
-                    f"{path}: {message}",
-                    errors=[{"field": path, "message": message, "type": "json_schema"}],
-                ) from None
-
-    def applies(self, exchange: str, routing_key: str) -> bool:
-        return bool(self._rules) and bool(self._validators(exchange, routing_key))
-
-    def _validators(self, exchange: str, routing_key: str) -> list[Validator]:
-        key = (exchange, routing_key)
-        found = self._found.get(key)
-        if found is None:
-            found = [
-                validator
-                for rule_exchange, pattern, validator in self._rules
-                if rule_exchange == exchange and fnmatchcase(routing_key, pattern)
-            ]
-            if len(self._found) >= _CACHE_LIMIT:
-                self._found.clear()
-            self._found[key] = found
-        return found
+        failure = self.failure(exchange, routing_key, payload, field)
+        if failure is not None:
+            path, message = failure
+            raise SchemaViolation(
+                f"{path}: {message}",
+                errors=[{"field": path, "message": message, "type": "json_schema"}],
+            )

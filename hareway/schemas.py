@@ -1,7 +1,7 @@
 """The topology's per exchange/routing-key JSON Schemas, compiled once, matched by glob.
 
-The consumers use it to dead-letter a message that can never succeed (one published past
-the gateway, which checks the same schemas before publishing).
+The gateway checks them before publishing (`gateway.schemas`); the consumers use the same
+rules to dead-letter a message that can never succeed (one published past the gateway).
 """
 
 from __future__ import annotations
@@ -41,16 +41,26 @@ class SchemaRules:
     def violation(self, exchange: str, routing_key: str, payload: Any) -> str | None:
         """Why `payload` fails a schema for its route (e.g. `payload.order_id: must be
         integer`), or None when it passes or no schema applies."""
+        failure = self.failure(exchange, routing_key, payload)
+        return None if failure is None else f"{failure[0]}: {failure[1]}"
+
+    def failure(
+        self, exchange: str, routing_key: str, payload: Any, field: str = "payload"
+    ) -> tuple[str, str] | None:
+        """The failing field's path (under `field`) and the reason, or None."""
         if not self._rules:
             return None
         for validator in self._validators(exchange, routing_key):
             try:
                 validator(payload)
             except fastjsonschema.JsonSchemaValueException as exc:
-                path = ".".join(["payload", *(str(part) for part in exc.path[1:])])
+                path = ".".join([field, *(str(part) for part in exc.path[1:])])
                 message = exc.message.removeprefix(exc.name or "").strip() or exc.message
-                return f"{path}: {message}"
+                return path, message
         return None
+
+    def applies(self, exchange: str, routing_key: str) -> bool:
+        return bool(self._rules) and bool(self._validators(exchange, routing_key))
 
     def _validators(self, exchange: str, routing_key: str) -> list[Validator]:
         key = (exchange, routing_key)
