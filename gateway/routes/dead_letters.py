@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from typing import Annotated, Any
 
 import orjson
@@ -19,7 +18,8 @@ from gateway.errors import GatewayError, ValidationFailed
 from gateway.openapi import problem_responses
 from gateway.problems import problem_body
 from gateway.publisher import Outgoing
-from hareway.wire import DEFAULT_EXCHANGE_ALIAS, JSON_CONTENT_TYPE, is_json_content_type
+from gateway.routes.read import body_fields
+from hareway.wire import DEFAULT_EXCHANGE_ALIAS, JSON_CONTENT_TYPE
 
 router = APIRouter(prefix="/v1", tags=["dead letters"])
 
@@ -132,7 +132,7 @@ def _result(message: DeadLetterMessage, error: GatewayError | None) -> dict[str,
 
 
 def _view(message: DeadLetterMessage) -> dict[str, Any]:
-    view: dict[str, Any] = {
+    return {
         "message_id": message.message_id,
         "exchange": message.exchange,
         "routing_key": message.routing_key,
@@ -142,12 +142,5 @@ def _view(message: DeadLetterMessage) -> dict[str, Any]:
         "last_error": message.last_error,
         "dead_lettered_at": message.dead_lettered_at.isoformat(),
         "cursor": message.cursor,
+        **body_fields(message.content_type, message.body),
     }
-    if is_json_content_type(message.content_type):
-        try:
-            view["body"] = orjson.loads(message.body)
-            return view
-        except orjson.JSONDecodeError:
-            pass  # a poison message: its bytes as they came
-    view["body_base64"] = base64.b64encode(message.body).decode("ascii")
-    return view

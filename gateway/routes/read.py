@@ -14,6 +14,7 @@ from gateway.auth import AnyCaller, ReadCaller
 from gateway.deps import StoreDep
 from gateway.errors import MessageNotFound, ValidationFailed
 from gateway.openapi import problem_responses
+from hareway.wire import is_json_content_type
 
 router = APIRouter(prefix="/v1", tags=["read"])
 
@@ -71,7 +72,7 @@ async def list_queue_messages(
 
 
 def _message_view(message: StoredMessage) -> dict[str, Any]:
-    view: dict[str, Any] = {
+    return {
         "message_id": message.message_id,
         "exchange": message.exchange,
         "routing_key": message.routing_key,
@@ -80,19 +81,16 @@ def _message_view(message: StoredMessage) -> dict[str, Any]:
         "attempts": message.attempts,
         "persisted_at": message.persisted_at.isoformat(),
         "cursor": message.cursor,
+        **body_fields(message.content_type, message.body),
     }
-    if _is_json(message.content_type):
+
+
+def body_fields(content_type: str | None, body: bytes) -> dict[str, Any]:
+    """`body`: the JSON value of a JSON message; else `body_base64`: its bytes as they came
+    (a poison message that claims JSON but is not included)."""
+    if is_json_content_type(content_type):
         try:
-            view["body"] = orjson.loads(message.body)
-            return view
+            return {"body": orjson.loads(body)}
         except orjson.JSONDecodeError:
             pass
-    view["body_base64"] = base64.b64encode(message.body).decode("ascii")
-    return view
-
-
-def _is_json(content_type: str | None) -> bool:
-    if not content_type:
-        return False
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or media_type.endswith("+json")
+    return {"body_base64": base64.b64encode(body).decode("ascii")}
