@@ -9,8 +9,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 QUEUE ?= orders.persist
 
-export RABBITMQ_URL ?= amqp://guest:guest@localhost:5672/
-export TOPOLOGY_FILE ?= infra/topology.yaml
+# For `make run` only: exported globally they would reach the tests' processes too.
+RABBITMQ_URL ?= amqp://guest:guest@localhost:5672/
+TOPOLOGY_FILE ?= infra/topology.yaml
+RUN_ENV := RABBITMQ_URL=$(RABBITMQ_URL) TOPOLOGY_FILE=$(TOPOLOGY_FILE)
 
 .PHONY: help install run test lint types unit bench
 
@@ -26,10 +28,10 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## create .venv and install hareway with its dev tools
 
 run: install ## run the gateway (http://$(HOST):$(PORT)) and a consumer of $(QUEUE), SQLite store
-	@$(PY) -m hareway.broker
+	@$(RUN_ENV) $(PY) -m hareway.broker
 	@trap 'kill $$consumer 2>/dev/null; wait $$consumer' EXIT; \
-	$(PY) -m consumers --queue $(QUEUE) & consumer=$$!; \
-	$(PY) -m gateway --host $(HOST) --port $(PORT)
+	$(RUN_ENV) $(PY) -m consumers --queue $(QUEUE) & consumer=$$!; \
+	$(RUN_ENV) $(PY) -m gateway --host $(HOST) --port $(PORT)
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -171,6 +171,16 @@ async def test_a_quorum_queue_hands_a_message_over_its_delivery_limit_to_the_dlq
     amqp: AbstractConnection, ladder_names: Names
 ) -> None:
     topology = with_retry(ladder_names, "quorum", delays=["1s"], max_attempts=3, delivery_limit=1)
+    try:
+        await _hand_over_to_the_dlq(amqp, ladder_names, topology)
+    finally:
+        # Its ladder differs from the fixture's: remove its own delay queue too.
+        await remove_topology(amqp, topology)
+
+
+async def _hand_over_to_the_dlq(
+    amqp: AbstractConnection, ladder_names: Names, topology: Topology
+) -> None:
     await apply_topology(amqp, topology)
     channel = await amqp.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(ladder_names.exchange)

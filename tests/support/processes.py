@@ -57,6 +57,15 @@ class Process:
         return self.proc.returncode
 
 
+# Settings a test's process must get from the test, never from the shell running pytest
+# (a TOPOLOGY_FILE there would declare that topology on the shared broker).
+_NOT_INHERITED = ("TOPOLOGY_FILE", "DATABASE_URL", "API_KEYS")
+
+
+def inherited_env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name not in _NOT_INHERITED}
+
+
 async def start(module: str, args: list[str], env: dict[str, str], log: Path) -> Process:
     handle = log.open("ab")
     proc = await asyncio.create_subprocess_exec(
@@ -64,7 +73,7 @@ async def start(module: str, args: list[str], env: dict[str, str], log: Path) ->
         "-m",
         module,
         *args,
-        env={**os.environ, **env},
+        env={**inherited_env(), **env},
         stdout=handle,
         stderr=asyncio.subprocess.STDOUT,
     )
