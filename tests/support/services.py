@@ -59,29 +59,52 @@ def docker_answers() -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _Service:
+    name: str
+    variable: str  # the environment variable that names an explicit URL
+    local_url: str
+    port: int
+    how_to: str  # with {url}
+    container: Callable[[], Found]
+
+
+def _find(
+    service: _Service,
+    env: dict[str, str] | None,
+    answers: Callable[[str, int], bool],
+    docker: Callable[[], bool],
+    start_container: Callable[[], Found] | None,
+) -> Found:
+    env = dict(os.environ) if env is None else env
+    explicit = env.get(service.variable)
+    if explicit:
+        if not answers(explicit, service.port):
+            raise ServiceMissing(
+                f"{service.variable} is set but nothing answers there.\n"
+                + service.how_to.format(url=explicit)
+            )
+        return Found(explicit, "env")
+    if answers(service.local_url, service.port):
+        return Found(service.local_url, "local")
+    if docker():
+        return (start_container or service.container)()
+    raise ServiceMissing(
+        service.how_to.format(url=service.local_url)
+        + f"  * or start a Docker engine: the tests then run {service.name} in testcontainers"
+    )
+
+
 def find_rabbitmq(
     env: dict[str, str] | None = None,
     answers: Callable[[str, int], bool] = port_answers,
     docker: Callable[[], bool] = docker_answers,
     start_container: Callable[[], Found] | None = None,
 ) -> Found:
-    env = dict(os.environ) if env is None else env
-    explicit = env.get("RABBITMQ_URL")
-    if explicit:
-        if not answers(explicit, 5672):
-            raise ServiceMissing(
-                "RABBITMQ_URL is set but nothing answers there.\n"
-                + HOW_TO_GET_A_BROKER.format(url=explicit)
-            )
-        return Found(explicit, "env")
-    if answers(LOCAL_RABBITMQ, 5672):
-        return Found(LOCAL_RABBITMQ, "local")
-    if docker():
-        return (start_container or _rabbitmq_container)()
-    raise ServiceMissing(
-        HOW_TO_GET_A_BROKER.format(url=LOCAL_RABBITMQ)
-        + "  * or start a Docker engine: the tests then run RabbitMQ in testcontainers"
+    service = _Service(
+        "RabbitMQ", "RABBITMQ_URL", LOCAL_RABBITMQ, 5672, HOW_TO_GET_A_BROKER, _rabbitmq_container
     )
+    return _find(service, env, answers, docker, start_container)
 
 
 def find_postgres(
@@ -90,23 +113,15 @@ def find_postgres(
     docker: Callable[[], bool] = docker_answers,
     start_container: Callable[[], Found] | None = None,
 ) -> Found:
-    env = dict(os.environ) if env is None else env
-    explicit = env.get("HAREWAY_TEST_POSTGRES_URL")
-    if explicit:
-        if not answers(explicit, 5432):
-            raise ServiceMissing(
-                "HAREWAY_TEST_POSTGRES_URL is set but nothing answers there.\n"
-                + HOW_TO_GET_POSTGRES.format(url=explicit)
-            )
-        return Found(explicit, "env")
-    if answers(LOCAL_POSTGRES, 5432):
-        return Found(LOCAL_POSTGRES, "local")
-    if docker():
-        return (start_container or _postgres_container)()
-    raise ServiceMissing(
-        HOW_TO_GET_POSTGRES.format(url=LOCAL_POSTGRES)
-        + "  * or start a Docker engine: the tests then run PostgreSQL in testcontainers"
+    service = _Service(
+        "PostgreSQL",
+        "HAREWAY_TEST_POSTGRES_URL",
+        LOCAL_POSTGRES,
+        5432,
+        HOW_TO_GET_POSTGRES,
+        _postgres_container,
     )
+    return _find(service, env, answers, docker, start_container)
 
 
 def _rabbitmq_container() -> Found:
