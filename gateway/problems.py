@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from consumers.errors import InvalidCursor
 from gateway.errors import (
     BrokerError,
     GatewayError,
@@ -77,6 +78,11 @@ def install(app: FastAPI, retry_after_s: int) -> None:
         assert isinstance(exc, StarletteHTTPException)
         return _plain_problem(exc.status_code, str(exc.detail), str(exc.detail))
 
+    async def on_invalid_cursor(_: Request, exc: Exception) -> Response:
+        # The store's cursors are opaque: one it did not hand out is a bad query parameter.
+        return problem_response(ValidationFailed(str(exc)), retry_after_s)
+
     app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(InvalidCursor, on_invalid_cursor)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

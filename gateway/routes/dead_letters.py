@@ -10,11 +10,10 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from consumers.errors import InvalidCursor
 from consumers.store import DeadLetterMessage, Redrive
 from gateway.auth import AdminCaller, ReadCaller
 from gateway.deps import PublisherDep, StoreDep
-from gateway.errors import GatewayError, ValidationFailed
+from gateway.errors import GatewayError
 from gateway.openapi import problem_responses
 from gateway.problems import problem_body
 from gateway.publisher import Outgoing
@@ -50,10 +49,7 @@ async def list_dead_letters(
     after: Annotated[str | None, Query(description="the cursor of the last one seen")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    try:
-        page = await store.dead_letters(queue, after, limit)
-    except InvalidCursor as exc:
-        raise ValidationFailed(str(exc)) from None
+    page = await store.dead_letters(queue, after, limit)
     return {
         "dead_letters": [_view(message) for message in page.messages],
         "next_cursor": page.next_cursor,

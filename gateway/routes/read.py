@@ -8,11 +8,10 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query
 
-from consumers.errors import InvalidCursor
 from consumers.store import StoredMessage
 from gateway.auth import AnyCaller, ReadCaller
 from gateway.deps import StoreDep
-from gateway.errors import MessageNotFound, ValidationFailed
+from gateway.errors import MessageNotFound
 from gateway.openapi import problem_responses
 from hareway.wire import is_json_content_type
 
@@ -61,10 +60,7 @@ async def list_queue_messages(
     after: Annotated[str | None, Query(description="the cursor of the last message seen")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    try:
-        page = await store.page(queue, after, limit)
-    except InvalidCursor as exc:
-        raise ValidationFailed(str(exc)) from None
+    page = await store.page(queue, after, limit)
     return {
         "messages": [_message_view(message) for message in page.messages],
         "next_cursor": page.next_cursor,
