@@ -71,6 +71,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+PHASES = ("publishers", "gateways", "consumers", "e2e")
+
+
 class Bench:
     def __init__(
         self,
@@ -79,8 +82,10 @@ class Bench:
         duration: float,
         consume_count: int,
         work: Path,
+        phases: frozenset[str] = frozenset(PHASES),
     ) -> None:
         self.url = rabbitmq_url
+        self.phases = phases
         self.postgres_admin = postgres_admin
         self.duration = duration
         self.consume_count = consume_count
@@ -194,10 +199,15 @@ class Bench:
     async def run(self) -> list[Row]:
         await self.declare()
         try:
-            await self.publishers()
-            await self.gateways()
-            await self.consumers()
-            await self.end_to_end()
+            # The gateway rows are ratios to R1, so they need the publishers phase.
+            if self.phases & {"publishers", "gateways"}:
+                await self.publishers()
+            if "gateways" in self.phases:
+                await self.gateways()
+            if "consumers" in self.phases:
+                await self.consumers()
+            if "e2e" in self.phases:
+                await self.end_to_end()
         finally:
             await self.remove()
         return self.rows
@@ -532,16 +542,27 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per load phase")
     parser.add_argument("--consume-count", type=int, default=20000)
     parser.add_argument("--no-record", action="store_true", help="do not touch docs/")
+    parser.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)}; a partial run is never recorded",
+    )
     args = parser.parse_args()
+    phases = frozenset(args.phases.split(","))
+    if not phases <= set(PHASES):
+        parser.error(f"unknown phase in {args.phases!r}; choose from {','.join(PHASES)}")
+    partial = phases != set(PHASES)
     rabbitmq_url = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
     postgres = os.environ.get("HAREWAY_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
     with tempfile.TemporaryDirectory(prefix="hareway-bench-") as work:
         rows = asyncio.run(
-            Bench(rabbitmq_url, postgres, args.duration, args.consume_count, Path(work)).run()
+            Bench(
+                rabbitmq_url, postgres, args.duration, args.consume_count, Path(work), phases
+            ).run()
         )
     table = render(rows, machine())
     print(table)
-    if not args.no_record:
+    if not (args.no_record or partial):
         record(table, ROOT / "docs" / "performance.md")
     missed = [row.name for row in rows if row.ok is False]
     if missed:
