@@ -16,6 +16,7 @@ from typing import Any, Protocol, cast
 
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import ConfirmationFrameType
 from pamqp import commands as spec
 
 from gateway.errors import (
@@ -28,6 +29,7 @@ from gateway.errors import (
     PublishTimeout,
     Unroutable,
 )
+from gateway.framing import ChannelWriter
 from hareway.wire import PERSISTENT, broker_exchange_name
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,7 @@ class AmqpPublisher:
         self._in_flight = 0
         # The timeouts of the publishes waiting for a confirm, cut short when blocked.
         self._deadlines: set[asyncio.Timeout] = set()
+        self._writers: dict[AbstractRobustChannel, ChannelWriter] = {}
         self._watch = asyncio.ensure_future(self._watch_blocked())
 
     @classmethod
@@ -183,29 +186,18 @@ class AmqpPublisher:
             raise BrokerUnavailable(f"the broker connection failed: {exc!r}") from None
 
     async def publish(self, message: Outgoing) -> Confirmed:
-        self.check_ready()
-        self._take_slots(1)
-        try:
-            return await self._publish(message)
-        finally:
-            self._in_flight -= 1
+        (result,) = await self.publish_batch([message])
+        if isinstance(result, GatewayError):
+            raise result
+        return result
 
     async def publish_batch(self, messages: list[Outgoing]) -> list[BatchResult]:
         self.check_ready()
         self._take_slots(len(messages))
         try:
-            results = await asyncio.gather(
-                *(self._publish(message) for message in messages), return_exceptions=True
-            )
+            return await self._send(messages)
         finally:
             self._in_flight -= len(messages)
-        outcome: list[BatchResult] = []
-        for result in results:
-            if isinstance(result, Confirmed | GatewayError):
-                outcome.append(result)
-            else:
-                raise result
-        return outcome
 
     def _take_slots(self, count: int) -> None:
         # Refuse at once rather than queue: a client can retry elsewhere, a queue only grows.
@@ -216,54 +208,90 @@ class AmqpPublisher:
             )
         self._in_flight += count
 
-    async def _publish(self, message: Outgoing) -> Confirmed:
-        exchange = broker_exchange_name(message.exchange)
+    async def _send(self, messages: list[Outgoing]) -> list[BatchResult]:
+        """Send all on one channel in one write, then wait for their confirms together.
+
+        One deadline covers the whole call: a batch is answered within the timeout, not
+        within the timeout per message.
+        """
+        confirmations: list[asyncio.Future[ConfirmationFrameType]] = []
+        failure: GatewayError | None = None
         sent_at = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s) as deadline:
                 self._deadlines.add(deadline)
                 try:
-                    if exchange:
-                        await self._exchanges.ensure(exchange)
-                    channel = await self._open_channel()
+                    for exchange in {broker_exchange_name(m.exchange) for m in messages}:
+                        if exchange:
+                            await self._exchanges.ensure(exchange)
+                    writer = await self._writer()
                     sent_at = time.perf_counter()
-                    confirmation = await channel.basic_publish(
-                        message.body,
-                        exchange=exchange,
-                        routing_key=message.routing_key,
-                        properties=message.properties(),
-                        mandatory=True,
-                        # Without this, aiormq holds the channel's lock until the frames
-                        # reach the socket: one message per channel per loop turn. The
-                        # in-flight cap bounds what waits in its write queue instead.
-                        wait=False,
-                    )
+                    for message in messages:
+                        confirmations.append(
+                            writer.send(
+                                broker_exchange_name(message.exchange),
+                                message.routing_key,
+                                message.properties(),
+                                message.body,
+                            )
+                        )
+                    await asyncio.wait(confirmations)
                 finally:
                     self._deadlines.discard(deadline)
         except TimeoutError:
-            if self.blocked:
-                raise BrokerBlocked(
-                    "the broker blocked publishers (memory or disk alarm) before it "
-                    "confirmed; the outcome is unknown, so retry with the same message_id"
-                ) from None
-            raise PublishTimeout(
-                f"no confirm within {self._timeout_s:g}s; the message may or may not be "
-                "queued, so retry with the same message_id"
-            ) from None
-        except aiormq.exceptions.PublishError:
-            raise Unroutable(
-                f"exchange {message.exchange!r} routes {message.routing_key!r} to no queue"
-            ) from None
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            self._exchanges.forget(exchange)
-            raise ExchangeNotFound(f"no exchange {message.exchange!r}") from None
-        except aiormq.exceptions.DeliveryError as exc:
-            raise Nacked(f"the broker nacked the message: {exc}") from None
+            failure = self._timed_out()
+        except GatewayError as exc:
+            failure = exc
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            raise BrokerUnavailable(f"the broker connection failed: {exc!r}") from None
-        if not isinstance(confirmation, spec.Basic.Ack):
-            raise Nacked(f"the broker did not ack the message: {confirmation!r}")
-        return Confirmed(sent_at)
+            failure = BrokerUnavailable(f"the broker connection failed: {exc!r}")
+        results: list[BatchResult] = []
+        for index, message in enumerate(messages):
+            if index < len(confirmations) and confirmations[index].done():
+                results.append(self._outcome(confirmations[index], message, sent_at))
+                continue
+            if index < len(confirmations):
+                # Its confirm may still come; nobody waits for it any more.
+                confirmations[index].cancel()
+            assert failure is not None, "an unconfirmed publish without a failure"
+            results.append(failure)
+        return results
+
+    def _timed_out(self) -> GatewayError:
+        if self.blocked:
+            return BrokerBlocked(
+                "the broker blocked publishers (memory or disk alarm) before it "
+                "confirmed; the outcome is unknown, so retry with the same message_id"
+            )
+        return PublishTimeout(
+            f"no confirm within {self._timeout_s:g}s; the message may or may not be "
+            "queued, so retry with the same message_id"
+        )
+
+    def _outcome(
+        self,
+        confirmation: asyncio.Future[ConfirmationFrameType],
+        message: Outgoing,
+        sent_at: float,
+    ) -> BatchResult:
+        if confirmation.cancelled():
+            return BrokerUnavailable("the publish was cancelled by a closing connection")
+        exc = confirmation.exception()
+        if exc is None:
+            if isinstance(confirmation.result(), spec.Basic.Ack):
+                return Confirmed(sent_at)
+            return Nacked(f"the broker did not ack the message: {confirmation.result()!r}")
+        if isinstance(exc, aiormq.exceptions.PublishError):
+            return Unroutable(
+                f"exchange {message.exchange!r} routes {message.routing_key!r} to no queue"
+            )
+        if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
+            self._exchanges.forget(broker_exchange_name(message.exchange))
+            return ExchangeNotFound(f"no exchange {message.exchange!r}")
+        if isinstance(exc, aiormq.exceptions.DeliveryError):
+            return Nacked(f"the broker nacked the message: {exc}")
+        if isinstance(exc, aiormq.exceptions.AMQPError | ConnectionError | RuntimeError):
+            return BrokerUnavailable(f"the broker connection failed: {exc!r}")
+        raise exc
 
     async def _watch_blocked(self) -> None:
         """End the waits of publishes in flight as soon as the broker blocks the connection.
@@ -279,12 +307,17 @@ class AmqpPublisher:
                 for deadline in list(self._deadlines):
                     deadline.reschedule(loop.time())
 
-    async def _open_channel(self) -> aiormq.Channel:
+    async def _writer(self) -> ChannelWriter:
         for _ in range(len(self._channels)):
             channel = next(self._next_channel)
-            if not channel.is_closed:
-                # aio-pika opens aiormq channels; only the concrete class takes `wait`.
-                return cast(aiormq.Channel, await channel.get_underlay_channel())
+            if channel.is_closed:
+                continue
+            # aio-pika opens aiormq channels; a robust channel gets a new one on reconnect.
+            underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+            writer = self._writers.get(channel)
+            if writer is None or writer.channel is not underlay:
+                writer = self._writers[channel] = ChannelWriter(underlay)
+            return writer
         raise BrokerUnavailable("no publish channel is open; retry later")
 
     async def close(self) -> None:

@@ -1,0 +1,93 @@
+"""ChannelWriter on the real broker: many publishes per write, each confirmed on its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiormq
+import pytest
+from pamqp import commands as spec
+
+from gateway.framing import ChannelWriter
+from tests.conftest import Names
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+async def channel(rabbitmq_url: str, names: Names) -> AsyncIterator[aiormq.Channel]:
+    connection = await aiormq.connect(rabbitmq_url)
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    await channel.exchange_declare(names.exchange, exchange_type="topic", durable=True)
+    await channel.queue_declare(names.queue, durable=True)
+    await channel.queue_bind(names.queue, names.exchange, routing_key="order.#")
+    assert isinstance(channel, aiormq.Channel)
+    yield channel
+    await connection.close()
+
+
+def _properties(message_id: str) -> spec.Basic.Properties:
+    return spec.Basic.Properties(
+        message_id=message_id, delivery_mode=2, content_type="application/json"
+    )
+
+
+async def _drain(channel: aiormq.Channel, queue: str, count: int) -> list[tuple[str, bytes]]:
+    got: list[tuple[str, bytes]] = []
+    for _ in range(count):
+        message = await channel.basic_get(queue, no_ack=True)
+        assert message.header.properties.message_id is not None
+        got.append((message.header.properties.message_id, message.body))
+    return got
+
+
+async def test_one_turn_of_sends_arrives_whole_in_order_and_each_is_confirmed(
+    channel: aiormq.Channel, names: Names
+) -> None:
+    writer = ChannelWriter(channel)
+    # Larger than the negotiated frame_max, so some bodies span several body frames.
+    big = b"x" * (channel.max_content_size * 2 + 17)
+    bodies = [f'{{"n": {n}}}'.encode() if n % 10 else big + str(n).encode() for n in range(300)]
+    confirmations = [
+        writer.send(names.exchange, "order.created", _properties(f"m{n}"), body)
+        for n, body in enumerate(bodies)
+    ]
+    results = await asyncio.gather(*confirmations)
+    assert all(isinstance(result, spec.Basic.Ack) for result in results)
+    assert await _drain(channel, names.queue, len(bodies)) == [
+        (f"m{n}", body) for n, body in enumerate(bodies)
+    ]
+    assert channel.message_id_delivery_tag == {}, "confirmed publishes stay tracked"
+
+
+async def test_an_unroutable_message_fails_alone_among_routable_ones(
+    channel: aiormq.Channel, names: Names
+) -> None:
+    writer = ChannelWriter(channel)
+    keys = ["order.created", "nowhere", "order.paid"]
+    confirmations = [
+        writer.send(names.exchange, key, _properties(f"r{n}"), b"{}") for n, key in enumerate(keys)
+    ]
+    results = await asyncio.gather(*confirmations, return_exceptions=True)
+    assert isinstance(results[0], spec.Basic.Ack)
+    assert isinstance(results[1], aiormq.exceptions.PublishError)
+    assert isinstance(results[2], spec.Basic.Ack)
+    assert [message_id for message_id, _ in await _drain(channel, names.queue, 2)] == ["r0", "r2"]
+
+
+async def test_a_channel_the_broker_closes_fails_every_publish_in_flight(
+    channel: aiormq.Channel, names: Names
+) -> None:
+    writer = ChannelWriter(channel)
+    confirmations = [
+        writer.send(names.exchange, "order.created", _properties("ok"), b"{}"),
+        # A missing exchange: the broker closes the channel (404).
+        writer.send(f"{names.prefix}.missing", "order.created", _properties("gone"), b"{}"),
+        writer.send(names.exchange, "order.created", _properties("after"), b"{}"),
+    ]
+    results = await asyncio.wait_for(asyncio.gather(*confirmations, return_exceptions=True), 10)
+    assert isinstance(results[1], aiormq.exceptions.ChannelNotFoundEntity)
+    assert isinstance(results[2], aiormq.exceptions.AMQPError)
+    with pytest.raises(aiormq.exceptions.ChannelInvalidStateError):
+        writer.send(names.exchange, "order.created", _properties("closed"), b"{}")
