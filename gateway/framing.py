@@ -29,6 +29,9 @@ _BODY_FRAME_HEAD = struct.Struct(">BHI")
 _BODY_FRAME_TYPE = 3
 _FRAME_END = b"\xce"
 
+# Message ids of confirmed publishes tolerated in aiormq's return map before a prune.
+_TRACKED_IDS_SLACK = 4096
+
 # Distinct (exchange, routing key) pairs whose method frame is kept; beyond it, start over.
 _METHOD_FRAME_CACHE = 1024
 
@@ -41,6 +44,8 @@ class ChannelWriter:
         self._flush_scheduled = False
         # A Basic.Publish frame depends only on these two (mandatory is always set).
         self._method_frames: dict[tuple[str, str], bytes] = {}
+        self._prune_above = _TRACKED_IDS_SLACK
+        channel.closing.add_done_callback(self._reject_unconfirmed)
 
     def send(
         self, exchange: str, routing_key: str, properties: spec.Basic.Properties, body: bytes
@@ -57,19 +62,29 @@ class ChannelWriter:
         )
         channel.delivery_tag += 1
         delivery_tag = channel.delivery_tag
-        # The channel's own future store rejects it when the channel or connection closes.
-        confirmation: asyncio.Future[ConfirmationFrameType] = channel.create_future()
+        # A plain future, not `channel.create_future()`: aiormq's future store costs three
+        # callbacks and two set updates per message. `_reject_unconfirmed` does its one job.
+        confirmation: asyncio.Future[ConfirmationFrameType] = self._loop.create_future()
         channel.confirmations[delivery_tag] = confirmation
-        message_id = properties.message_id
-        if message_id is not None:
+        if properties.message_id is not None:
             # How aiormq finds the publish a `basic.return` is about.
-            channel.message_id_delivery_tag[message_id] = delivery_tag
-            confirmation.add_done_callback(lambda _: _forget(channel, message_id, delivery_tag))
+            self._track(properties.message_id, delivery_tag)
         self._pending.append(frames)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
         return confirmation
+
+    def _track(self, message_id: str, delivery_tag: int) -> None:
+        tracked = self.channel.message_id_delivery_tag
+        tracked[message_id] = delivery_tag
+        if len(tracked) > self._prune_above:
+            # Pruned in bulk, not by a done callback per message: only ids whose publish
+            # still waits for its confirm can come back in a `basic.return`.
+            waiting = self.channel.confirmations
+            for stale in [m for m, tag in tracked.items() if tag not in waiting]:
+                del tracked[stale]
+            self._prune_above = 2 * len(tracked) + _TRACKED_IDS_SLACK
 
     def _flush(self) -> None:
         try:
@@ -82,6 +97,19 @@ class ChannelWriter:
             return
         self._pending.clear()
         self._flush_scheduled = False
+
+    def _reject_unconfirmed(self, closing: asyncio.Future[object]) -> None:
+        """Fail every publish still waiting for its confirm once the channel has closed."""
+        reason: BaseException | None = None
+        if not closing.cancelled():
+            reason = closing.exception()
+        if reason is None or isinstance(reason, asyncio.CancelledError):
+            reason = aiormq.exceptions.ChannelInvalidStateError(f"{self.channel!r} closed")
+        for confirmation in self.channel.confirmations.values():
+            if isinstance(confirmation, asyncio.Future) and not confirmation.done():
+                confirmation.set_exception(reason)
+                # Marks it seen: a caller that stopped waiting must not make asyncio log it.
+                confirmation.exception()
 
     def _method_frame(self, exchange: str, routing_key: str) -> bytes:
         key = (exchange, routing_key)
@@ -106,8 +134,3 @@ def content_frames(
         head = _BODY_FRAME_HEAD.pack(_BODY_FRAME_TYPE, channel_number, len(chunk))
         parts += (head, chunk, _FRAME_END)
     return b"".join(parts)
-
-
-def _forget(channel: aiormq.Channel, message_id: str, delivery_tag: int) -> None:
-    if channel.message_id_delivery_tag.get(message_id) == delivery_tag:
-        del channel.message_id_delivery_tag[message_id]
