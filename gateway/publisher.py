@@ -165,12 +165,12 @@ class AmqpPublisher:
         return transport is not None and is_blocked(transport.connection)
 
     def check_ready(self) -> None:
-        if self._connection.is_closed or not self._connection.connected.is_set():
+        # Called on every publish: an all-channels-closed pool is left to `_writer`.
+        connection = self._connection
+        if connection.is_closed or not connection.connected.is_set():
             raise BrokerUnavailable("the broker connection is down; retry later")
         if self.blocked:
             raise BrokerBlocked("the broker blocks publishers (memory or disk alarm); retry later")
-        if all(channel.is_closed for channel in self._channels):
-            raise BrokerUnavailable("no publish channel is open; retry later")
 
     async def prepare(self, exchange: str) -> None:
         self.check_ready()
@@ -235,7 +235,7 @@ class AmqpPublisher:
                                 message.body,
                             )
                         )
-                    await asyncio.wait(confirmations)
+                    await _settled(confirmations)
                 finally:
                     self._deadlines.discard(deadline)
         except TimeoutError:
@@ -323,6 +323,26 @@ class AmqpPublisher:
     async def close(self) -> None:
         self._watch.cancel()
         await self._connection.close()
+
+
+async def _settled(futures: list[asyncio.Future[ConfirmationFrameType]]) -> None:
+    """Wait until every future is done, whatever its outcome; cheaper than `asyncio.wait`."""
+    for future in futures:
+        if future.done():
+            continue
+        try:
+            await future
+        except asyncio.CancelledError:
+            # Only this task's own cancellation (a deadline) stops the wait.
+            if _task_is_cancelling():
+                raise
+        except Exception:  # an outcome, read from the future by the caller
+            pass
+
+
+def _task_is_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def is_blocked(connection: aiormq.abc.AbstractConnection) -> bool:

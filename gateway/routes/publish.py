@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 from urllib.parse import quote
 
@@ -83,16 +84,14 @@ async def _publish_one(
         }
         return Answer(202, orjson.dumps(body))
 
-    request_parts: tuple[str | bytes, ...] = (
-        "messages",
-        exchange,
-        headers.get("content-type", ""),
-        routing_key or "",
-        *sorted(f"{name}={value}" for name, value in headers.items() if name.startswith("ce-")),
-        raw,
-    )
+    def request_parts() -> Iterator[str | bytes]:
+        # A generator: read only under an Idempotency-Key, to hash the request.
+        yield from ("messages", exchange, headers.get("content-type", ""), routing_key or "")
+        yield from sorted(f"{name}={value}" for name, value in headers.items() if name[:3] == "ce-")
+        yield raw
+
     answer, replayed = await answer_once(
-        services.idempotency_keys, caller.name, key, request_parts, publish
+        services.idempotency_keys, caller.name, key, request_parts(), publish
     )
     message_id = outgoing.message_id
     response_headers = {}
