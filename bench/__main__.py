@@ -24,12 +24,13 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
 from sqlalchemy import func, select
 
-from bench import bare
+from bench import bare, cpu_time
 from consumers.store import open_store
 from consumers.store.schema import messages
 
@@ -86,6 +87,9 @@ class Bench:
     ) -> None:
         self.url = rabbitmq_url
         self.phases = phases
+        self.serving = 0
+        # Seen only when the broker runs on this machine under a user whose /proc we may read.
+        self.broker = cpu_time.listening_pid(urlsplit(rabbitmq_url).port or 5672)
         self.postgres_admin = postgres_admin
         self.duration = duration
         self.consume_count = consume_count
@@ -129,6 +133,7 @@ class Bench:
     async def server(self, argv: list[str], env: dict[str, str], name: str) -> AsyncIterator[str]:
         port = free_port()
         process = await self.spawn([arg.replace("{port}", str(port)) for arg in argv], env, name)
+        self.serving = process.pid
         try:
             await self._wait_http(port, process, name)
             yield f"http://127.0.0.1:{port}"
@@ -288,6 +293,8 @@ class Bench:
             light = await self.measure(base, SINGLE_BODY, 4)
         await self.purge()
         self.add_publish_rows("1 worker", single, batch, targets=True)
+        self.add_ceiling_row("single request", single, 1)
+        self.add_ceiling_row("message in a batch", batch, BATCH_SIZE)
         self.rows.append(
             Row(
                 f"hareway light load (4 conns) p50 {light['p50_ms']:.2f} ms",
@@ -340,13 +347,44 @@ class Bench:
             )
         )
 
+    def add_ceiling_row(self, what: str, result: dict[str, float], per_request: int) -> None:
+        """What the cores allow: all CPU that one message costs, gateway + broker + load."""
+        if "broker_us" not in result:
+            return  # a broker elsewhere: its CPU is not ours to count
+        parts = {
+            "gateway": result["gateway_us"] / per_request,
+            "broker": result["broker_us"] / per_request,
+            "load generator": result["loadgen_us"] / per_request,
+        }
+        cores = os.cpu_count() or 1
+        ceiling = cores * 1e6 / sum(parts.values())
+        spent = ", ".join(f"{name} {us:,.0f} µs" for name, us in parts.items())
+        self.rows.append(
+            Row(
+                f"CPU per {what} (1 worker): {spent}; the most {cores} cores allow",
+                ceiling,
+                "msg/s",
+                "R1",
+                ceiling / self.r1,
+            )
+        )
+
     async def measure(
         self, base: str, body: str, connections: int, path: str = "messages"
     ) -> dict[str, float]:
         url = f"{base}/v1/exchanges/{self.exchange}/{path}"
         await self.load(url, body, connections, 1.0)  # warm up: connections, caches, JIT-free paths
         await self.purge()
-        return await self.load(url, body, connections, self.duration)
+        gateway_before = cpu_time.tree_cpu_s(self.serving)
+        broker_before = cpu_time.tree_cpu_s(self.broker) if self.broker else 0.0
+        result = await self.load(url, body, connections, self.duration)
+        requests = max(result["ok_rps"] * result["elapsed_s"], 1.0)
+        result["gateway_us"] = (cpu_time.tree_cpu_s(self.serving) - gateway_before) / requests * 1e6
+        if self.broker:
+            broker_s = cpu_time.tree_cpu_s(self.broker) - broker_before
+            result["broker_us"] = broker_s / requests * 1e6
+        result["loadgen_us"] = result["cpu_s"] / requests * 1e6
+        return result
 
     async def consumers(self) -> None:
         count = self.consume_count
