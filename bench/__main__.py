@@ -243,6 +243,17 @@ class Bench:
         self.rows.append(
             Row(f"bare aio-pika publisher, 4 in flight: p50 {p50:.2f} ms", p99, "ms p99")
         )
+        p50, p99 = await bare.aio_pika_latency(
+            self.url, self.exchange, "order.created", self.duration, persistent=False
+        )
+        await self.purge()
+        self.rows.append(
+            Row(
+                f"the same with transient messages (no disk write): p50 {p50:.2f} ms",
+                p99,
+                "ms p99",
+            )
+        )
 
     async def bare_rate(self, publisher: Any) -> float:
         rate: float = await publisher(self.url, self.exchange, "order.created", self.duration)

@@ -123,10 +123,21 @@ async def consume_loop(
 
 
 async def aio_pika_latency(
-    url: str, exchange: str, routing_key: str, duration: float, in_flight: int = 4
+    url: str,
+    exchange: str,
+    routing_key: str,
+    duration: float,
+    in_flight: int = 4,
+    *,
+    persistent: bool = True,
 ) -> tuple[float, float]:
     """p50 and p99 ms of publish-to-confirm with only `in_flight` outstanding: what the
-    broker's confirm itself costs, the floor under any gateway's light-load latency."""
+    broker's confirm itself costs, the floor under any gateway's light-load latency.
+
+    `persistent=False` shows how much of that floor is the broker writing to disk."""
+    delivery_mode = (
+        aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+    )
     connection = await aio_pika.connect(url)
     channel = await connection.channel(publisher_confirms=True)
     target = await channel.get_exchange(exchange)
@@ -140,7 +151,7 @@ async def aio_pika_latency(
                 aio_pika.Message(
                     BODY,
                     content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    delivery_mode=delivery_mode,
                 ),
                 routing_key=routing_key,
                 mandatory=True,
