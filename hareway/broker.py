@@ -8,10 +8,11 @@ import socket
 import sys
 
 import aio_pika
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from aiormq.abc import FieldTable
 
 from hareway.errors import HarewayError
+from hareway.failover import FailoverConnection, addresses
 
 HOW_TO_GET_A_BROKER = """\
 No RabbitMQ answers at {url}.
@@ -28,7 +29,11 @@ class BrokerUnreachable(HarewayError):
 
 
 def redact(url: str) -> str:
-    """The URL without its password, fit for logs and error messages."""
+    """The URL (or URLs) without the password, fit for logs and error messages."""
+    return ",".join(_redact_one(address) for address in addresses(url))
+
+
+def _redact_one(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     credentials, at, host = rest.rpartition("@")
     if not at:
@@ -38,13 +43,15 @@ def redact(url: str) -> str:
 
 
 async def connect(url: str, role: str, *, timeout_s: float = 10.0) -> AbstractRobustConnection:
-    """A robust connection: aio-pika reconnects and restores channels after a broker outage."""
+    """A robust connection: aio-pika reconnects and restores channels after a broker outage,
+    to another of the addresses `url` lists when there are several."""
+    connection = FailoverConnection(addresses(url), client_properties=connection_name(role))
     try:
-        return await aio_pika.connect_robust(
-            url, timeout=timeout_s, client_properties=connection_name(role)
-        )
+        await connection.connect(timeout=timeout_s)
     except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError) as exc:
+        await connection.close()
         raise BrokerUnreachable(url, exc) from exc
+    return connection
 
 
 def connection_name(role: str) -> FieldTable:
@@ -53,12 +60,23 @@ def connection_name(role: str) -> FieldTable:
 
 
 async def check(url: str, timeout_s: float = 3.0) -> None:
-    """Open and close one plain connection, raising `BrokerUnreachable` if that fails."""
-    try:
-        connection = await aio_pika.connect(url, timeout=timeout_s)
-    except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError) as exc:
-        raise BrokerUnreachable(url, exc) from exc
-    await connection.close()
+    """Raise `BrokerUnreachable` unless one of the addresses answers a plain connection."""
+    await (await connect_plain(url, timeout_s=timeout_s)).close()
+
+
+async def connect_plain(
+    url: str, *, timeout_s: float = 10.0, client_properties: FieldTable | None = None
+) -> AbstractConnection:
+    """A plain connection (no recovery) to the first of the addresses that answers."""
+    failure: BaseException | None = None
+    for address in addresses(url):
+        try:
+            return await aio_pika.connect(
+                address, timeout=timeout_s, client_properties=client_properties
+            )
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError) as exc:
+            failure = exc
+    raise BrokerUnreachable(url, failure or "no address")
 
 
 def main() -> None:

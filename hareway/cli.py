@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import aio_pika
 import typer
 
-from hareway.broker import check
+from hareway.broker import connect_plain
 from hareway.definitions import export_definitions
 from hareway.errors import HarewayError
 from hareway.plan import Change, Plan, apply_topology, diff_topology
@@ -65,8 +65,7 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
 async def _with_broker(
     url: str, work: Callable[[aio_pika.abc.AbstractConnection], Awaitable[T]]
 ) -> T:
-    await check(url)
-    connection = await aio_pika.connect(url, client_properties={"connection_name": "hareway-cli"})
+    connection = await connect_plain(url, client_properties={"connection_name": "hareway-cli"})
     try:
         return await work(connection)
     finally:

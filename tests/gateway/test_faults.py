@@ -9,9 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from aio_pika.abc import AbstractConnection
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from tests.conftest import Names
 from tests.support.processes import eventually
 from tests.support.rabbit_node import RabbitNode
 
@@ -105,3 +107,40 @@ async def test_memory_alarm_is_503_within_2_s_and_202_once_cleared(
 
     await node.ctl("set_vm_memory_high_watermark", "0.4")
     await eventually(lambda: accepted(faulty_client), 10, "a publish accepted after the alarm")
+
+
+@pytest.mark.timeout(180)
+async def test_with_two_addresses_the_gateway_fails_over_when_its_node_dies(
+    node: RabbitNode, rabbitmq_url: str, amqp: AbstractConnection, names: Names, tmp_path: Path
+) -> None:
+    # The second address is the shared broker, standing in for a cluster's other node: it
+    # holds the same exchange and queue (under this test's own names, removed after it).
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(yaml.safe_dump(names.topology()))
+    channel = await amqp.channel()
+    exchange = await channel.declare_exchange(names.exchange, "topic", durable=True)
+    queue = await channel.declare_queue(names.queue, durable=True)
+    await queue.bind(exchange, "order.#")
+    settings = GatewaySettings(
+        rabbitmq_url=f"{node.url},{rabbitmq_url}",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+        topology_file=str(topology),
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    app = create_app(settings)
+    path = f"/v1/exchanges/{names.exchange}/messages"
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            assert (await client.post(path, json=ORDER)).status_code == 202
+            assert await queue.get(fail=False) is None, "the first address is the own node"
+
+            await node.kill()
+
+            async def accepted_elsewhere() -> bool:
+                return (await client.post(path, json=ORDER)).status_code == 202
+
+            await eventually(accepted_elsewhere, 60, "a publish accepted on the other address")
+    delivered = await queue.get(timeout=5)
+    assert delivered.routing_key == "order.created"
+    await channel.close()
