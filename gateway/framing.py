@@ -87,6 +87,12 @@ class ChannelWriter:
             self._prune_above = 2 * len(tracked) + _TRACKED_IDS_SLACK
 
     def _flush(self) -> None:
+        if self.channel.is_closed:
+            # Their confirms were rejected with the close. Written now, they could reach a
+            # channel reopened under the same number and shift its delivery tags.
+            self._pending.clear()
+            self._flush_scheduled = False
+            return
         try:
             self.channel.write_queue.put_nowait(
                 ChannelFrame(payload=b"".join(self._pending), should_close=False)
