@@ -7,7 +7,7 @@ from datetime import UTC
 from typing import Any
 
 import orjson
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 
 from consumers.store.records import DeliveryRecord
 from hareway.schemas import SchemaRules
@@ -32,9 +32,7 @@ class Decoded:
     poison: str | None = None
 
 
-def decode(
-    queue: str, message: AbstractIncomingMessage, schemas: SchemaRules | None = None
-) -> Decoded:
+def decode(queue: str, message: DeliveredMessage, schemas: SchemaRules | None = None) -> Decoded:
     record = to_record(queue, message)
     if not is_json_content_type(record.content_type):
         return Decoded(record)
@@ -49,24 +47,25 @@ def decode(
     return Decoded(record, payload)
 
 
-def to_record(queue: str, message: AbstractIncomingMessage) -> DeliveryRecord:
-    raw_headers = dict(message.headers or {})
+def to_record(queue: str, message: DeliveredMessage) -> DeliveryRecord:
+    properties = message.header.properties
+    raw_headers = dict(properties.headers or {})
     # A retried message comes back through the default exchange; its first route travels
     # in hareway's headers.
     exchange = header_text(raw_headers, ORIGINAL_EXCHANGE_HEADER) or message.exchange or ""
     routing_key = header_text(raw_headers, ORIGINAL_ROUTING_KEY_HEADER) or message.routing_key or ""
     body = message.body
-    published_at = message.timestamp
+    published_at = properties.timestamp
     if published_at is not None and published_at.tzinfo is None:
         published_at = published_at.replace(tzinfo=UTC)
     headers = {name: value for name, value in raw_headers.items() if not is_transport_header(name)}
     return DeliveryRecord(
         queue=queue,
-        message_id=message.message_id or fallback_message_id(exchange, routing_key, body),
+        message_id=properties.message_id or fallback_message_id(exchange, routing_key, body),
         exchange=exchange,
         routing_key=routing_key,
         headers=jsonable(headers),  # type: ignore[arg-type]
-        content_type=message.content_type,
+        content_type=properties.content_type,
         body=body,
         attempts=attempts_so_far(raw_headers) + 1,
         published_at=published_at,
