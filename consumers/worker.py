@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 
 import aiormq
 from aio_pika.abc import AbstractChannel
@@ -48,6 +50,9 @@ class QueueWorker:
         self._backoff_max = settings.store_backoff_max_s
         self._backoff = self._backoff_initial
         self._pending: list[Item] = []
+        # When the first message of each batch-sized slice of `_pending` arrived: a flush
+        # takes a whole slice (or everything), so slices and batches line up.
+        self._slice_started: deque[float] = deque()
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -88,6 +93,8 @@ class QueueWorker:
         log.info("stopped %s after storing %d messages", self._queue_name, self.stored)
 
     def _on_message(self, message: DeliveredMessage) -> None:
+        if len(self._pending) % self._batch_size == 0:
+            self._slice_started.append(time.monotonic())
         self._pending.append(Item(decode(self._queue_name, message, self._schemas), message))
         self._arrived.set()
         if len(self._pending) >= self._batch_size:
@@ -96,10 +103,16 @@ class QueueWorker:
     async def _flush_loop(self) -> None:
         while True:
             await self._arrived.wait()
-            if not self._stopped.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._max_wait)
             while self._pending:
+                # A batch commits when full or when its oldest message waited `max_wait`.
+                # The messages that came in while the last batch committed wait too
+                # instead of going out as a small batch: each commit costs as much as a
+                # hundred rows, and under load the rest of the batch is on its way.
+                wait = self._slice_started[0] + self._max_wait - time.monotonic()
+                if wait > 0 and not self._full.is_set() and not self._stopped.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), wait)
+                    continue
                 await self._flush()
             if self._stopped.is_set():
                 return
@@ -109,6 +122,7 @@ class QueueWorker:
     async def _flush(self) -> None:
         batch = self._pending[: self._batch_size]
         del self._pending[: self._batch_size]
+        self._slice_started.popleft()
         if len(self._pending) < self._batch_size:
             self._full.clear()
         try:
