@@ -16,7 +16,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel
 from aiormq.abc import AbstractChannel as UnderlayChannel
 from aiormq.abc import DeliveredMessage
@@ -57,16 +56,20 @@ class Subscription:
         self._cancelled = True
         if isinstance(self._channel, AbstractRobustChannel):
             self._channel.reopen_callbacks.discard(self._on_reopen)
-        if self._resubscriber is not None:
-            self._resubscriber.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._resubscriber
+        await self._stop_resubscribing()
         if self._current is None:
             return
         channel, tag = self._current
         self._current = None
         if not channel.is_closed:
             await channel.basic_cancel(tag)
+
+    async def _stop_resubscribing(self) -> None:
+        if self._resubscriber is not None and self._resubscriber is not asyncio.current_task():
+            self._resubscriber.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._resubscriber
+        self._resubscriber = None
 
     async def _consume(self) -> None:
         channel = await self._channel.get_underlay_channel()
@@ -86,6 +89,8 @@ class Subscription:
         self._current = None
         if self._cancelled:
             return
+        # One consumer per channel: a resubscription under way would add a second.
+        await self._stop_resubscribing()
         try:
             await self._consume()
         except Exception:
@@ -116,8 +121,10 @@ class Subscription:
                 return  # a reopen consumed again meanwhile
             try:
                 await self._probe()
+                if self._cancelled or self._current is not None:
+                    return
                 await self._consume()
-            except (aiormq.exceptions.AMQPError, ConnectionError, TimeoutError) as exc:
+            except Exception as exc:  # the broker or the connection: try again later
                 log.warning("consuming %s again failed: %r", self._queue, exc)
                 delay = min(delay * 2, self._retry_max_s)
             else:
