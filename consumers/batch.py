@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.app import Registration
@@ -24,7 +24,7 @@ from consumers.store import DeliveryRecord, Store
 @dataclass(slots=True)
 class Item:
     decoded: Decoded
-    message: AbstractIncomingMessage
+    message: DeliveredMessage
 
 
 @dataclass(slots=True)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
 import orjson
-from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 
 from consumers.store.records import DeliveryRecord
 from hareway.schemas import SchemaRules
@@ -32,11 +33,13 @@ class Decoded:
     poison: str | None = None
 
 
-def decode(
-    queue: str, message: AbstractIncomingMessage, schemas: SchemaRules | None = None
-) -> Decoded:
+# A queue sees few distinct content types; parsing one costs more than looking it up.
+_is_json = functools.lru_cache(maxsize=64)(is_json_content_type)
+
+
+def decode(queue: str, message: DeliveredMessage, schemas: SchemaRules | None = None) -> Decoded:
     record = to_record(queue, message)
-    if not is_json_content_type(record.content_type):
+    if not _is_json(record.content_type):
         return Decoded(record)
     try:
         payload = orjson.loads(record.body)
@@ -49,25 +52,39 @@ def decode(
     return Decoded(record, payload)
 
 
-def to_record(queue: str, message: AbstractIncomingMessage) -> DeliveryRecord:
-    raw_headers = dict(message.headers or {})
-    # A retried message comes back through the default exchange; its first route travels
-    # in hareway's headers.
-    exchange = header_text(raw_headers, ORIGINAL_EXCHANGE_HEADER) or message.exchange or ""
-    routing_key = header_text(raw_headers, ORIGINAL_ROUTING_KEY_HEADER) or message.routing_key or ""
+def to_record(queue: str, message: DeliveredMessage) -> DeliveryRecord:
+    properties = message.header.properties
+    raw_headers = properties.headers
+    headers: dict[str, Any]
+    if raw_headers:
+        # A retried message comes back through the default exchange; its first route
+        # travels in hareway's headers.
+        exchange = header_text(raw_headers, ORIGINAL_EXCHANGE_HEADER) or message.exchange or ""
+        routing_key = (
+            header_text(raw_headers, ORIGINAL_ROUTING_KEY_HEADER) or message.routing_key or ""
+        )
+        headers = jsonable(  # type: ignore[assignment]
+            {name: value for name, value in raw_headers.items() if not is_transport_header(name)}
+        )
+        attempts = attempts_so_far(raw_headers) + 1
+    else:
+        # Most first deliveries carry no headers: nothing to filter, convert or count.
+        exchange = message.exchange or ""
+        routing_key = message.routing_key or ""
+        headers = {}
+        attempts = 1
     body = message.body
-    published_at = message.timestamp
+    published_at = properties.timestamp
     if published_at is not None and published_at.tzinfo is None:
         published_at = published_at.replace(tzinfo=UTC)
-    headers = {name: value for name, value in raw_headers.items() if not is_transport_header(name)}
     return DeliveryRecord(
         queue=queue,
-        message_id=message.message_id or fallback_message_id(exchange, routing_key, body),
+        message_id=properties.message_id or fallback_message_id(exchange, routing_key, body),
         exchange=exchange,
         routing_key=routing_key,
-        headers=jsonable(headers),  # type: ignore[arg-type]
-        content_type=message.content_type,
+        headers=headers,
+        content_type=properties.content_type,
         body=body,
-        attempts=attempts_so_far(raw_headers) + 1,
+        attempts=attempts,
         published_at=published_at,
     )

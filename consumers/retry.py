@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
 
 from consumers.decode import Decoded
 from consumers.errors import RepublishFailed
@@ -49,24 +50,25 @@ class Republisher:
         return None if self.retry is None else self.retry.delay_before_next(attempts)
 
     async def to_retry(
-        self, decoded: Decoded, message: AbstractIncomingMessage, error: str, delay_ms: int
+        self, decoded: Decoded, message: DeliveredMessage, error: str, delay_ms: int
     ) -> None:
         await self._publish(decoded, message, error, delay_routing_key(delay_ms))
 
     async def to_dead_letters(
-        self, decoded: Decoded, message: AbstractIncomingMessage, error: str
+        self, decoded: Decoded, message: DeliveredMessage, error: str
     ) -> None:
         # Without a ladder there is no dead-letter queue: the stored row is the dead letter.
         if self.retry is not None:
             await self._publish(decoded, message, error, DEAD_LETTER_KEY)
 
     async def _publish(
-        self, decoded: Decoded, message: AbstractIncomingMessage, error: str, routing_key: str
+        self, decoded: Decoded, message: DeliveredMessage, error: str, routing_key: str
     ) -> None:
         record = decoded.record
+        properties = message.header.properties
         headers = {
             name: value
-            for name, value in (message.headers or {}).items()
+            for name, value in (properties.headers or {}).items()
             if not is_transport_header(name)
         }
         headers |= {
@@ -78,17 +80,17 @@ class Republisher:
         outgoing = aio_pika.Message(
             message.body,
             headers=headers,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
+            content_type=properties.content_type,
+            content_encoding=properties.content_encoding,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            priority=message.priority,
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,
+            priority=properties.priority,
+            correlation_id=properties.correlation_id,
+            reply_to=properties.reply_to,
             # The id the store knows it by, even for a message published without one.
             message_id=record.message_id,
-            timestamp=message.timestamp,
-            type=message.type,
-            app_id=message.app_id,
+            timestamp=properties.timestamp,
+            type=properties.message_type,
+            app_id=properties.app_id,
         )
         try:
             exchange = await self._channel.get_exchange(

@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel
+from aiormq.abc import DeliveredMessage
 
 from consumers.batch import BatchProcessor, Failure, Item, Outcome
 from consumers.decode import decode
 from consumers.errors import QueueNotFound, StoreUnavailable
 from consumers.retry import Republisher
 from consumers.settings import ConsumerSettings
+from consumers.subscription import Subscription
 from hareway.schemas import SchemaRules
 
 log = logging.getLogger(__name__)
@@ -46,11 +50,13 @@ class QueueWorker:
         self._backoff_max = settings.store_backoff_max_s
         self._backoff = self._backoff_initial
         self._pending: list[Item] = []
+        # When the first message of each batch-sized slice of `_pending` arrived: a flush
+        # takes a whole slice (or everything), so slices and batches line up.
+        self._slice_started: deque[float] = deque()
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
+        self._subscription = Subscription(channel, queue_name, self._on_message)
         self._flusher: asyncio.Task[None] | None = None
         self.stored = 0
         # False from a failed commit until the next one succeeds: the readiness probe.
@@ -63,21 +69,20 @@ class QueueWorker:
     async def start(self) -> None:
         # Passive: consume queues that exist, declared by the topology file or by anyone else.
         try:
-            self._queue = await self._channel.get_queue(self._queue_name, ensure=True)
+            await self._channel.get_queue(self._queue_name, ensure=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
             raise QueueNotFound(f"no queue {self._queue_name!r} on the broker") from None
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush {self._queue_name}")
-        self._consumer_tag = await self._queue.consume(self._on_message)
+        await self._subscription.start()
         log.info("consuming %s", self._queue_name)
 
     async def stop(self) -> None:
         """Take no new deliveries, then commit and ack everything already taken."""
         self._stopped.set()
-        if self._queue is not None and self._consumer_tag is not None:
-            try:
-                await self._queue.cancel(self._consumer_tag)
-            except Exception:  # the channel may be gone already; unacked ones get requeued
-                log.warning("cancelling the consumer of %s failed", self._queue_name, exc_info=True)
+        try:
+            await self._subscription.cancel()
+        except Exception:  # the channel may be gone already; unacked ones get requeued
+            log.warning("cancelling the consumer of %s failed", self._queue_name, exc_info=True)
         # Deliveries the client had already read run their callbacks on the next ticks.
         await asyncio.sleep(0)
         self._arrived.set()
@@ -87,7 +92,9 @@ class QueueWorker:
         await self._republisher.close()
         log.info("stopped %s after storing %d messages", self._queue_name, self.stored)
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    def _on_message(self, message: DeliveredMessage) -> None:
+        if len(self._pending) % self._batch_size == 0:
+            self._slice_started.append(time.monotonic())
         self._pending.append(Item(decode(self._queue_name, message, self._schemas), message))
         self._arrived.set()
         if len(self._pending) >= self._batch_size:
@@ -96,10 +103,16 @@ class QueueWorker:
     async def _flush_loop(self) -> None:
         while True:
             await self._arrived.wait()
-            if not self._stopped.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._max_wait)
             while self._pending:
+                # A batch commits when full or when its oldest message waited `max_wait`.
+                # The messages that came in while the last batch committed wait too
+                # instead of going out as a small batch: each commit costs as much as a
+                # hundred rows, and under load the rest of the batch is on its way.
+                wait = self._slice_started[0] + self._max_wait - time.monotonic()
+                if wait > 0 and not self._full.is_set() and not self._stopped.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), wait)
+                    continue
                 await self._flush()
             if self._stopped.is_set():
                 return
@@ -109,6 +122,7 @@ class QueueWorker:
     async def _flush(self) -> None:
         batch = self._pending[: self._batch_size]
         del self._pending[: self._batch_size]
+        self._slice_started.popleft()
         if len(self._pending) < self._batch_size:
             self._full.clear()
         try:
@@ -202,25 +216,29 @@ async def _settle(batch: list[Item], *, ack: bool) -> None:
     channel that has closed since is already back in its queue; the store's unique key
     absorbs its redelivery.
     """
-    last_by_channel: dict[int, AbstractIncomingMessage] = {}
+    last_by_channel: dict[int, DeliveredMessage] = {}
     for item in batch:
         last_by_channel[id(item.message.channel)] = item.message
     for message in last_by_channel.values():
+        tag = message.delivery_tag
+        assert tag is not None  # a consumer's delivery always has one
         try:
             if ack:
-                await message.ack(multiple=True)
+                await message.channel.basic_ack(tag, multiple=True)
             else:
-                await message.nack(multiple=True, requeue=True)
+                await message.channel.basic_nack(tag, multiple=True, requeue=True)
         except Exception:
             log.warning("could not settle deliveries on a closed channel", exc_info=True)
 
 
 async def _settle_each(batch: list[Item], unsent: set[int]) -> None:
     for item in batch:
+        tag = item.message.delivery_tag
+        assert tag is not None
         try:
             if id(item) in unsent:
-                await item.message.nack(requeue=True)
+                await item.message.channel.basic_nack(tag, requeue=True)
             else:
-                await item.message.ack()
+                await item.message.channel.basic_ack(tag)
         except Exception:
             log.warning("could not settle a delivery on a closed channel", exc_info=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select
+from sqlalchemy import Dialect, Insert, Row, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -86,6 +88,8 @@ class SqlStore:
             where=messages.c.status == "dead_lettered",
         )
         self._write_options = IMMEDIATE if is_sqlite(engine) else {}
+        self._insert_rows = _DriverInsert(self._insert, engine.dialect)
+        self._insert_dead_rows = _DriverInsert(self._insert_dead, engine.dialect)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -116,12 +120,12 @@ class SqlStore:
 
     async def write(self, tx: AsyncConnection, records: Sequence[DeliveryRecord]) -> None:
         unique = _one_per_key(records)
-        persisted = [_row(record) for record in unique if record.status == "persisted"]
-        dead = [_row(record) for record in unique if record.status == "dead_lettered"]
+        persisted = [record for record in unique if record.status == "persisted"]
+        dead = [record for record in unique if record.status == "dead_lettered"]
         if persisted:
-            await tx.execute(self._insert, persisted)
+            await self._insert_rows.execute(tx, persisted)
         if dead:
-            await tx.execute(self._insert_dead, dead)
+            await self._insert_dead_rows.execute(tx, dead)
 
     async def persisted(
         self, tx: AsyncConnection, queue: str, message_ids: Collection[str]
@@ -231,9 +235,56 @@ class SqlStore:
         await self._engine.dispose()
 
 
-def _row(record: DeliveryRecord) -> dict[str, Any]:
-    # Shallow on purpose: dataclasses.asdict deep-copies every headers dict.
-    return {name: getattr(record, name) for name in _COLUMNS}
+class _DriverInsert:
+    """An upsert of many records, compiled once and run as the driver's own executemany.
+
+    `tx.execute(statement, dicts)` runs SQLAlchemy's bind processing for every row: a
+    parameter dict per row and a Python call per column, a fifth of the consumer's CPU
+    per message. Here each row is one tuple, with the two conversions these columns
+    need done the way SQLAlchemy does them: JSON as `json.dumps` (its default
+    serializer), and on SQLite datetimes as SQLAlchemy's DATETIME storage format. The
+    rows are the same, as tests/consumers/test_store.py checks against `tx.execute`.
+    """
+
+    def __init__(self, statement: Insert, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(_COLUMNS))
+        order = compiled.positiontup
+        # Both drivers take positional parameters (qmark, numeric_dollar).
+        assert order is not None, f"{dialect.name} does not take positional parameters"
+        columns = [name for name in order if name in _COLUMNS]
+        # The record's columns come first (VALUES), the statement's own constants after
+        # (ON CONFLICT ... WHERE): a row is the record's values plus one fixed tail.
+        assert list(order[: len(columns)]) == columns, order
+        self._tail = tuple(compiled.params[name] for name in order[len(columns) :])
+        self._values = attrgetter(*columns)
+        self._json = [index for index, name in enumerate(columns) if name == "headers"]
+        self._datetimes = (
+            [index for index, name in enumerate(columns) if name.endswith("_at")]
+            if dialect.name == "sqlite"
+            else []
+        )
+        self.sql = compiled.string
+
+    def row(self, record: DeliveryRecord) -> tuple[Any, ...]:
+        values = list(self._values(record))
+        for index in self._json:
+            # Most rows have no headers; "{}" is what json.dumps makes of them, 20x faster.
+            value = values[index]
+            values[index] = "{}" if value == {} else json.dumps(value)
+        for index in self._datetimes:
+            values[index] = _sqlite_datetime(values[index])
+        return (*values, *self._tail)
+
+    async def execute(self, tx: AsyncConnection, records: Sequence[DeliveryRecord]) -> None:
+        await tx.exec_driver_sql(self.sql, [self.row(record) for record in records])
+
+
+def _sqlite_datetime(moment: datetime | None) -> str | None:
+    # SQLAlchemy's SQLite DATETIME format, "%04d-%02d-%02d %02d:%02d:%02d.%06d" of the
+    # fields as they are (an aware value's offset is dropped; hareway writes UTC).
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _reason(exc: BaseException) -> str:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Text, cast, insert, select
 
 from consumers.errors import InvalidCursor, StoreUnavailable
 from consumers.store import DeliveryRecord, Redrive, SqlStore, open_store
 from consumers.store.engine import create_engine
-from consumers.store.schema import redrives
+from consumers.store.schema import messages, redrives
 
 pytestmark = pytest.mark.postgres
 
@@ -153,3 +154,42 @@ async def test_an_unreachable_database_is_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         await unreachable.save([record("q", "a")])
     await unreachable.close()
+
+
+@pytest.mark.parametrize("status", ["persisted", "dead_lettered"])
+async def test_the_driver_level_insert_writes_what_sqlalchemy_would(
+    store: SqlStore, status: str
+) -> None:
+    # SqlStore.write converts JSON and datetimes itself (see _DriverInsert): the stored
+    # values must be the very ones SQLAlchemy's own bind processing would write.
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    written = dataclasses.replace(
+        record(queue, "a"),
+        headers={"tenant": "acme", "n": 7, "nested": {"ok": True, "list": [1, "x"]}, "é": "ü"},
+        body=b"\x00\xffraw",
+        published_at=datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        persisted_at=datetime(2026, 11, 24, 18, 0, 0, 120000, tzinfo=UTC),
+        status=status,  # type: ignore[arg-type]
+        last_error="boom" if status == "dead_lettered" else None,
+    )
+    reference = dataclasses.replace(written, queue=queue + "-sqlalchemy")
+    await store.save([written])
+    async with store.transaction() as tx:
+        row = {
+            field.name: getattr(reference, field.name) for field in dataclasses.fields(reference)
+        }
+        await tx.execute(insert(messages), [row])
+    columns = [column for column in messages.c if column.name not in ("id", "queue")]
+    async with store.engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                # As stored: text, not the Python values read back (the body stays bytes).
+                select(
+                    *(column if column.name == "body" else cast(column, Text) for column in columns)
+                )
+                .where(messages.c.queue.in_([queue, reference.queue]))
+                .order_by(messages.c.queue)
+            )
+        ).all()
+    assert len(rows) == 2
+    assert rows[0] == rows[1]
