@@ -16,7 +16,8 @@ class ConsumerSettings(BaseSettings):
     # Deliveries the broker hands over before any is acked; also the most a batch can hold.
     prefetch: int = Field(default=500, ge=1, le=65535)
     # A batch commits when it holds this many messages or its oldest waited this long.
-    batch_size: int = Field(default=200, ge=1)
+    # Half the prefetch: one batch fills while the one before commits.
+    batch_size: int = Field(default=250, ge=1)
     batch_max_wait_ms: int = Field(default=20, ge=0)
     # A store that cannot commit: wait this long before requeueing, doubling up to the max.
     store_backoff_initial_s: float = Field(default=0.5, gt=0)
