@@ -126,3 +126,38 @@ async def test_a_queue_deleted_and_declared_again_is_consumed_again(
         await declare_topology(amqp, Topology.model_validate(document))
         await publish_many(amqp, names.exchange, "order.created", 10, id_prefix="b")
         await eventually(lambda: stored(20), 30, "the rows after the queue came back")
+
+
+async def test_with_two_addresses_the_consumer_fails_over_when_its_node_dies(
+    node: RabbitNode,
+    rabbitmq_url: str,
+    names: Names,
+    amqp: aio_pika.abc.AbstractConnection,
+    tmp_path: Path,
+) -> None:
+    # The shared broker stands in for a cluster's other node: the same queue, under this
+    # test's own names (removed after it).
+    document = names.topology()
+    topology = write_topology(tmp_path / "topology.yaml", document)
+    setup = await aio_pika.connect(node.url)
+    await declare_topology(setup, Topology.model_validate(document))
+    first = await publish_many(setup, names.exchange, "order.created", 50, id_prefix="node")
+    await setup.close()
+    await declare_topology(amqp, Topology.model_validate(document))
+
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'hareway.db'}"
+    settings = settings_for(f"{node.url},{rabbitmq_url}", database_url, topology)
+    async with store_at(database_url) as store, running(settings, [names.queue]):
+
+        async def stored(count: int) -> bool:
+            return await store.count(names.queue) >= count
+
+        await eventually(lambda: stored(50), 30, "the rows from the first address")
+        await node.kill()
+        second = await publish_many(amqp, names.exchange, "order.created", 50, id_prefix="other")
+        await eventually(lambda: stored(100), 60, "the rows from the second address")
+        ready, consumers = await queue_depth(rabbitmq_url, names.queue)
+        page = await store.page(names.queue, None, 101)
+    assert sorted(message.message_id for message in page.messages) == sorted(first + second)
+    assert ready == 0
+    assert consumers == 1
