@@ -19,6 +19,7 @@ from consumers.decode import Decoded
 from consumers.errors import DeadLetter, StoreUnavailable
 from consumers.message import Message
 from consumers.store import DeliveryRecord, Store
+from consumers.store.records import utcnow
 
 
 @dataclass(slots=True)
@@ -71,7 +72,9 @@ class BatchProcessor:
                 succeeded = await self._run_handler(tx, self._handler, healthy, outcome)
             rows = [item.decoded.record for item in succeeded]
             rows += [_dead(failure) for failure in outcome.failures if failure.delay_ms is None]
-            await self._store.write(tx, rows)
+            # Stamped as the rows go in, not when the messages arrived: a batch's wait
+            # and its handlers' time are part of getting a message stored.
+            await self._store.write(tx, rows, utcnow())
         outcome.stored = len(succeeded)
         return outcome
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,9 +30,15 @@ class Store(Protocol):
         Raises `StoreUnavailable` when the store cannot be reached or cannot commit."""
         ...
 
-    async def write(self, tx: AsyncConnection, records: Sequence[DeliveryRecord]) -> None:
+    async def write(
+        self,
+        tx: AsyncConnection,
+        records: Sequence[DeliveryRecord],
+        persisted_at: datetime | None = None,
+    ) -> None:
         """Insert the records. A record already persisted for its queue is skipped, not an
-        error; one stored as dead-lettered is replaced (a redriven message that succeeded)."""
+        error; one stored as dead-lettered is replaced (a redriven message that succeeded).
+        `persisted_at`, when given, is stamped on every row instead of the records' own."""
         ...
 
     async def persisted(

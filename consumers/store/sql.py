@@ -118,14 +118,19 @@ class SqlStore:
             return True
         return isinstance(exc, _UNAVAILABLE) or _sqlstate(exc).startswith(_OUTAGE_SQLSTATES)
 
-    async def write(self, tx: AsyncConnection, records: Sequence[DeliveryRecord]) -> None:
+    async def write(
+        self,
+        tx: AsyncConnection,
+        records: Sequence[DeliveryRecord],
+        persisted_at: datetime | None = None,
+    ) -> None:
         unique = _one_per_key(records)
         persisted = [record for record in unique if record.status == "persisted"]
         dead = [record for record in unique if record.status == "dead_lettered"]
         if persisted:
-            await self._insert_rows.execute(tx, persisted)
+            await self._insert_rows.execute(tx, persisted, persisted_at)
         if dead:
-            await self._insert_dead_rows.execute(tx, dead)
+            await self._insert_dead_rows.execute(tx, dead, persisted_at)
 
     async def persisted(
         self, tx: AsyncConnection, queue: str, message_ids: Collection[str]
@@ -257,6 +262,7 @@ class _DriverInsert:
         assert list(order[: len(columns)]) == columns, order
         self._tail = tuple(compiled.params[name] for name in order[len(columns) :])
         self._values = attrgetter(*columns)
+        self._stamp = columns.index("persisted_at")
         self._json = [index for index, name in enumerate(columns) if name == "headers"]
         self._datetimes = (
             [index for index, name in enumerate(columns) if name.endswith("_at")]
@@ -265,8 +271,10 @@ class _DriverInsert:
         )
         self.sql = compiled.string
 
-    def row(self, record: DeliveryRecord) -> tuple[Any, ...]:
+    def row(self, record: DeliveryRecord, persisted_at: datetime | None) -> tuple[Any, ...]:
         values = list(self._values(record))
+        if persisted_at is not None:
+            values[self._stamp] = persisted_at
         for index in self._json:
             # Most rows have no headers; "{}" is what json.dumps makes of them, 20x faster.
             value = values[index]
@@ -275,8 +283,14 @@ class _DriverInsert:
             values[index] = _sqlite_datetime(values[index])
         return (*values, *self._tail)
 
-    async def execute(self, tx: AsyncConnection, records: Sequence[DeliveryRecord]) -> None:
-        await tx.exec_driver_sql(self.sql, [self.row(record) for record in records])
+    async def execute(
+        self,
+        tx: AsyncConnection,
+        records: Sequence[DeliveryRecord],
+        persisted_at: datetime | None = None,
+    ) -> None:
+        rows = [self.row(record, persisted_at) for record in records]
+        await tx.exec_driver_sql(self.sql, rows)
 
 
 def _sqlite_datetime(moment: datetime | None) -> str | None:

@@ -193,3 +193,15 @@ async def test_the_driver_level_insert_writes_what_sqlalchemy_would(
         ).all()
     assert len(rows) == 2
     assert rows[0] == rows[1]
+
+
+async def test_a_write_can_stamp_its_own_time_on_every_row(store: SqlStore) -> None:
+    # The consumer stamps the moment its batch goes in, not when each message arrived.
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    arrived = datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
+    written_at = datetime(2026, 1, 1, 0, 0, 0, 250000, tzinfo=UTC)
+    records = [dataclasses.replace(record(queue, id_), persisted_at=arrived) for id_ in "ab"]
+    async with store.transaction() as tx:
+        await store.write(tx, records, written_at)
+    page = await store.page(queue, None, 10)
+    assert [message.persisted_at for message in page.messages] == [written_at, written_at]
