@@ -12,14 +12,13 @@ import contextlib
 import json
 import os
 import platform
-import signal
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -30,9 +29,14 @@ import aio_pika
 import asyncpg
 from sqlalchemy import func, select
 
-from bench import bare, cpu_time
-from consumers.store import open_store
-from consumers.store.schema import messages
+from bench import bare, cpu_time, wrk
+from bench.common import Row, free_port, stop
+from bench.peers import peers_phase
+from bench.push import push_phase
+from bench.scale import scale_out
+from bench.store import TARGET_ROWS, store_at_scale
+from hareway.store import open_store
+from hareway.store.schema import messages
 
 ROOT = Path(__file__).resolve().parent.parent
 SINGLE_BODY = json.dumps({"routing_key": "order.created", "payload": json.loads(bare.BODY)})
@@ -43,36 +47,7 @@ E2E_BODY = json.dumps(
 )
 
 
-@dataclass
-class Row:
-    name: str
-    value: float
-    unit: str
-    reference: str = ""
-    ratio: float | None = None
-    target: str = ""
-    ok: bool | None = None
-
-
-async def stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), 30)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-PHASES = ("publishers", "gateways", "consumers", "e2e")
+PHASES = ("publishers", "gateways", "consumers", "peers", "e2e", "scale", "store", "push")
 
 
 class Bench:
@@ -84,9 +59,14 @@ class Bench:
         consume_count: int,
         work: Path,
         phases: frozenset[str] = frozenset(PHASES),
+        store_rows: dict[str, int] | None = None,
+        which: wrk.Which = shutil.which,
     ) -> None:
         self.url = rabbitmq_url
+        # The closed-loop HTTP load: wrk where installed, else the Python generator.
+        self.wrk = wrk.find(which)
         self.phases = phases
+        self.store_rows = store_rows or dict(TARGET_ROWS)
         self.serving = 0
         # Seen only when the broker runs on this machine under a user whose /proc we may read.
         self.broker = cpu_time.listening_pid(urlsplit(rabbitmq_url).port or 5672)
@@ -98,6 +78,11 @@ class Bench:
         self.exchange = self.prefix
         self.queue = f"{self.prefix}.q"
         self.rows: list[Row] = []
+        # The push phase's rows: a section of docs/performance.md of their own.
+        self.push_rows: list[Row] = []
+        # Set by the phases that measure them, so the peers phase need not measure again.
+        self.hareway_single: dict[str, float] | None = None
+        self.hareway_sqlite_rate: float | None = None
         self.topology = work / "topology.yaml"
         self.topology.write_text(
             f"exchanges: [{{name: {self.exchange}, type: topic}}]\n"
@@ -166,9 +151,27 @@ class Bench:
                 await asyncio.sleep(0.2)
         raise SystemExit(f"{name} did not listen in 30 s")
 
+    @property
+    def load_generator(self) -> str:
+        if self.wrk:
+            return f"wrk ({self.wrk}, 1 thread) for the closed-loop HTTP rows"
+        return (
+            "the Python load generator (bench/loadgen.py): wrk is not installed "
+            "(apt-get install wrk), so the load takes more of the cores"
+        )
+
     async def load(
-        self, url: str, body: str, connections: int, duration: float, **extra: float
+        self,
+        url: str,
+        body: str,
+        connections: int,
+        duration: float,
+        headers: dict[str, str] | None = None,
+        expect: int = 202,
+        **extra: float,
     ) -> dict[str, float]:
+        if self.wrk and not extra:
+            return await wrk.run(self.wrk, url, body, connections, duration, self.work, headers)
         argv = [
             sys.executable,
             "-m",
@@ -181,9 +184,13 @@ class Bench:
             str(connections),
             "--duration",
             str(duration),
+            "--expect",
+            str(expect),
         ]
-        for key, value in extra.items():
-            argv += [f"--{key}", str(value)]
+        for name, value in (headers or {}).items():
+            argv += ["--header", f"{name}: {value}"]
+        for key, number in extra.items():
+            argv += [f"--{key}", str(number)]
         process = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT
         )
@@ -211,8 +218,16 @@ class Bench:
                 await self.gateways()
             if "consumers" in self.phases:
                 await self.consumers()
+            if "peers" in self.phases:
+                self.rows += await peers_phase(self, SINGLE_BODY)
             if "e2e" in self.phases:
                 await self.end_to_end()
+            if "scale" in self.phases:
+                await self.scale()
+            if "store" in self.phases:
+                self.rows += await store_at_scale(self, self.store_rows)
+            if "push" in self.phases:
+                self.push_rows += await push_phase(self)
         finally:
             await self.remove()
         return self.rows
@@ -303,6 +318,7 @@ class Bench:
             await self.purge()
             light = await self.measure(base, SINGLE_BODY, 4)
         await self.purge()
+        self.hareway_single = single
         self.add_publish_rows("1 worker", single, batch, targets=True)
         self.add_ceiling_row("single request", single, 1)
         self.add_ceiling_row("message in a batch", batch, BATCH_SIZE)
@@ -381,14 +397,23 @@ class Bench:
         )
 
     async def measure(
-        self, base: str, body: str, connections: int, path: str = "messages"
+        self,
+        base: str,
+        body: str,
+        connections: int,
+        path: str = "messages",
+        *,
+        url: str = "",
+        headers: dict[str, str] | None = None,
+        expect: int = 202,
     ) -> dict[str, float]:
-        url = f"{base}/v1/exchanges/{self.exchange}/{path}"
-        await self.load(url, body, connections, 1.0)  # warm up: connections, caches, JIT-free paths
+        url = url or f"{base}/v1/exchanges/{self.exchange}/{path}"
+        # Warm up: connections, caches, JIT-free paths.
+        await self.load(url, body, connections, 1.0, headers, expect)
         await self.purge()
         gateway_before = cpu_time.tree_cpu_s(self.serving)
         broker_before = cpu_time.tree_cpu_s(self.broker) if self.broker else 0.0
-        result = await self.load(url, body, connections, self.duration)
+        result = await self.load(url, body, connections, self.duration, headers, expect)
         requests = max(result["ok_rps"] * result["elapsed_s"], 1.0)
         result["gateway_us"] = (cpu_time.tree_cpu_s(self.serving) - gateway_before) / requests * 1e6
         if self.broker:
@@ -418,6 +443,8 @@ class Bench:
             for label, database_url in databases.items():
                 await bare.fill(self.url, self.exchange, "order.created", count)
                 rate = await self.hareway_consumer_rate(database_url, count)
+                if label == "SQLite":
+                    self.hareway_sqlite_rate = rate
                 ratio = rate / reference
                 self.rows.append(
                     Row(
@@ -430,16 +457,31 @@ class Bench:
                         ratio >= 0.80,
                     )
                 )
+            # Consumers compete on a queue to scale out: what a second process adds.
+            label = "PostgreSQL" if "PostgreSQL" in databases else "SQLite"
+            await bare.fill(self.url, self.exchange, "order.created", count)
+            rate = await self.hareway_consumer_rate(databases[label], count, processes=2)
+            self.rows.append(
+                Row(f"hareway consumer, 2 processes on one queue, {label}", rate, "msg/s",
+                    "bare loop", rate / reference)
+            )  # fmt: skip
 
-    async def hareway_consumer_rate(self, database_url: str, count: int) -> float:
+    async def hareway_consumer_rate(
+        self, database_url: str, count: int, processes: int = 1
+    ) -> float:
+        """`processes` consumers competing on the one queue, into one store."""
         env = {**self.gateway_env(database_url), "LOG_LEVEL": "WARNING"}
-        process = await self.spawn(["-m", "consumers", "--queue", self.queue], env, "consumer")
+        labels = ["consumer"] if processes == 1 else [f"consumer-{n}" for n in range(processes)]
+        running = [
+            await self.spawn(["-m", "consumers", "--queue", self.queue], env, label)
+            for label in labels
+        ]
         store = await open_store(database_url)
         try:
             deadline = time.monotonic() + 120
             while await store.count(self.queue) < count:
-                if time.monotonic() > deadline or process.returncode is not None:
-                    raise SystemExit(f"consumer stalled: see {self.work / 'consumer.log'}")
+                if time.monotonic() > deadline or any(p.returncode is not None for p in running):
+                    raise SystemExit(f"consumer stalled: see {self.work / (labels[0] + '.log')}")
                 await asyncio.sleep(0.1)
             async with store.engine.connect() as connection:
                 first, last = (
@@ -452,7 +494,8 @@ class Bench:
             async with store.engine.begin() as connection:
                 await connection.execute(messages.delete().where(messages.c.queue == self.queue))
         finally:
-            await stop(process)
+            for process in running:
+                await stop(process)
             await store.close()
         # Rows commit in batches: the span from the first commit to the last misses one
         # batch's worth of time, so count the first batch out.
@@ -477,6 +520,11 @@ class Bench:
         finally:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.close()
+
+    async def scale(self) -> None:
+        async with self.postgres_database() as postgres:
+            database_url = postgres or f"sqlite+aiosqlite:///{self.work / 'scale.db'}"
+            self.rows += await scale_out(self, database_url, SINGLE_BODY)
 
     async def end_to_end(self, rate: int = 1000, seconds: int = 5) -> None:
         database_url = f"sqlite+aiosqlite:///{self.work / 'e2e.db'}"
@@ -561,7 +609,8 @@ def machine() -> dict[str, str]:
 def render(rows: list[Row], info: dict[str, str]) -> str:
     lines = [
         f"Run {info['date']} on {info['cpu']}; Python {info['python']}, RabbitMQ "
-        f"{info['rabbitmq']}; {info['packages']}.",
+        f"{info['rabbitmq']}; {info['packages']}."
+        + (f" Load: {info['load']}." if "load" in info else ""),
         "",
         "| measurement | value | reference | ratio | target | met |",
         "|---|---:|---|---:|---|---|",
@@ -577,13 +626,18 @@ def render(rows: list[Row], info: dict[str, str]) -> str:
 
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+PUSH_BEGIN, PUSH_END = "<!-- bench:push:begin -->", "<!-- bench:push:end -->"
 
 
-def record(table: str, document: Path) -> None:
-    text = document.read_text() if document.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    document.write_text(f"{head}{BEGIN}\n{table}{END}{tail}")
+def record(table: str, document: Path, begin: str = BEGIN, end: str = END) -> None:
+    """Put `table` between `begin` and `end`, leaving the rest of the document as it is
+    (a section missing so far goes at the end)."""
+    text = document.read_text() if document.exists() else "# Performance\n"
+    if begin not in text:
+        text = f"{text.rstrip()}\n\n{begin}\n{end}\n"
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
+    document.write_text(f"{head}{begin}\n{table}{end}{tail}")
 
 
 def main() -> None:
@@ -594,26 +648,53 @@ def main() -> None:
     parser.add_argument(
         "--phases",
         default=",".join(PHASES),
-        help=f"comma-separated subset of {','.join(PHASES)}; a partial run is never recorded",
+        help=f"comma-separated subset of {','.join(PHASES)}; a partial run is never recorded "
+        "but for the push phase's own section",
+    )
+    parser.add_argument(
+        "--store-rows",
+        default=os.environ.get("HAREWAY_BENCH_STORE_ROWS", ""),
+        metavar="POSTGRES[,SQLITE]",
+        help="rows to grow the store phase's stores to (default "
+        f"{TARGET_ROWS['PostgreSQL']:,},{TARGET_ROWS['SQLite']:,}; one number: both)",
     )
     args = parser.parse_args()
     phases = frozenset(args.phases.split(","))
     if not phases <= set(PHASES):
         parser.error(f"unknown phase in {args.phases!r}; choose from {','.join(PHASES)}")
     partial = phases != set(PHASES)
+    store_rows = dict(TARGET_ROWS)
+    if args.store_rows:
+        counts = [int(count) for count in args.store_rows.replace("_", "").split(",")]
+        store_rows = dict(zip(TARGET_ROWS, counts * 2 if len(counts) == 1 else counts, strict=True))
     rabbitmq_url = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
     postgres = os.environ.get("HAREWAY_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
     with tempfile.TemporaryDirectory(prefix="hareway-bench-") as work:
-        rows = asyncio.run(
-            Bench(
-                rabbitmq_url, postgres, args.duration, args.consume_count, Path(work), phases
-            ).run()
+        bench = Bench(
+            rabbitmq_url,
+            postgres,
+            args.duration,
+            args.consume_count,
+            Path(work),
+            phases,
+            store_rows,
         )
-    table = render(rows, machine())
-    print(table)
-    if not (args.no_record or partial):
-        record(table, ROOT / "docs" / "performance.md")
-    missed = [row.name for row in rows if row.ok is False]
+        print(f"load: {bench.load_generator}", file=sys.stderr)
+        rows = asyncio.run(bench.run())
+    info = {**machine(), "load": bench.load_generator}
+    document = ROOT / "docs" / "performance.md"
+    if rows:
+        table = render(rows, info)
+        print(table)
+        if not (args.no_record or partial):
+            record(table, document)
+    if bench.push_rows:
+        # Its own section: `--phases push` records it without touching the other phases'.
+        table = render(bench.push_rows, info)
+        print(table)
+        if not args.no_record:
+            record(table, document, PUSH_BEGIN, PUSH_END)
+    missed = [row.name for row in rows + bench.push_rows if row.ok is False]
     if missed:
         print(f"targets missed: {len(missed)}", file=sys.stderr)
 

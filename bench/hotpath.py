@@ -1,6 +1,6 @@
 """The publish hot path without I/O: validate the body, build the message, marshal its frames.
 
-As in `gateway.framing.ChannelWriter`, the Basic.Publish method frame is not counted: the
+As in `hareway.amqp.framing.ChannelWriter`, the Basic.Publish method frame is not counted: the
 writer marshals it once per (exchange, routing key) and reuses it.
 
 `python -m bench.hotpath N` runs it N times. The CPU guard (tests/test_cpu_guard.py) runs
@@ -13,8 +13,9 @@ from __future__ import annotations
 import sys
 
 from gateway.envelope import parse_publish_request
-from gateway.framing import content_frames
 from gateway.publisher import Outgoing
+from hareway.amqp import prepare
+from hareway.amqp.framing import content_frames
 from hareway.wire import JSON_CONTENT_TYPE
 
 # RabbitMQ's default frame_max less the frame's own 8 bytes, as aiormq computes it.
@@ -43,6 +44,7 @@ def publish_hot_path(raw: bytes) -> bytes:
 
 def main() -> None:
     iterations = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    prepare()  # as the gateway does at start: hareway's own codec for header values
     publish_hot_path(BODY)  # first-call costs (caches, lazy imports) are not per message
     for _ in range(iterations):
         publish_hot_path(BODY)

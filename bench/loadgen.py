@@ -139,6 +139,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0)
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--expect", type=int, default=202)
+    parser.add_argument(
+        "--header", action="append", default=[], help="'Name: value', sent with every request"
+    )
     args = parser.parse_args()
     parts = urlsplit(args.url)
     host, port = parts.hostname or "", parts.port or 80
@@ -165,7 +168,8 @@ def main() -> None:
             )
         )
     else:
-        request = build_request(host, parts.path, args.body.encode())
+        extra = "".join(f"{header}\r\n" for header in args.header)
+        request = build_request(host, parts.path, args.body.encode(), extra)
         tally = asyncio.run(
             closed_loop(host, port, request, args.connections, args.duration, args.expect)
         )

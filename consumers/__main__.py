@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import importlib
-import logging
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from consumers.app import Consumer
 from consumers.errors import HandlerError
-from consumers.runner import run
-from consumers.settings import ConsumerSettings
-from hareway.errors import HarewayError
+from consumers.process import serve
+from hareway.config import describe_validation, exit_on_config_error
+from hareway.errors import ConfigError
+from hareway.versioning import VersionOption
 
 cli = typer.Typer(add_completion=False)
 
@@ -34,10 +32,12 @@ def main(
     health_port: Annotated[
         int | None, typer.Option(help="serve /healthz and /readyz on this port")
     ] = None,
+    version: VersionOption = False,
 ) -> None:
     """Consume the named queues, persist every message, and ack only after the commit."""
     try:
-        consumer = load_app(app) if app else None
+        with exit_on_config_error("consumers"):
+            consumer = load_app(app) if app else None
     except HandlerError as exc:
         print(f"consumers: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -47,57 +47,15 @@ def main(
     serve(queues, consumer, health_port=health_port)
 
 
-def serve(queues: Sequence[str], app: Consumer | None, *, health_port: int | None = None) -> None:
-    """Run the consumer process in the foreground until SIGTERM or SIGINT."""
-    settings = (app.settings if app is not None else None) or ConsumerSettings()
-    if health_port is not None:
-        settings = settings.model_copy(update={"health_port": health_port})
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        _run_loop(_serve(settings, queues, app))
-    except HarewayError as exc:
-        print(f"consumers: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
-async def _serve(settings: ConsumerSettings, queues: Sequence[str], app: Consumer | None) -> None:
-    started = asyncio.Event()
-
-    async def freeze_when_started() -> None:
-        await started.wait()
-        # Everything built so far (modules, engine, channels) lives as long as the
-        # process: out of the collector's sight, a full collection no longer walks it.
-        # It did every few thousand messages, a 50 ms pause each time and half the
-        # collector's cost per message.
-        gc.freeze()
-
-    freezer = asyncio.create_task(freeze_when_started())
-    try:
-        await run(settings, queues, app, started=started)
-    finally:
-        freezer.cancel()
-
-
-def _run_loop(main: Coroutine[Any, Any, None]) -> None:
-    # uvloop where installed (uvicorn[standard] brings it): the consume path is mostly
-    # event-loop work per delivery, which uvloop does in C.
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
-
-
 def load_app(reference: str) -> Consumer:
     module_name, _, attribute = reference.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise HandlerError(f"cannot import {module_name!r} for --app: {exc}") from exc
+    except ValidationError as exc:
+        # The app module built its ConsumerSettings at import: the environment is wrong.
+        raise ConfigError(describe_validation(exc)) from None
     found = getattr(module, attribute or "app", None)
     if not isinstance(found, Consumer):
         raise HandlerError(f"--app {reference!r} names no consumers.Consumer")

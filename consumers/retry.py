@@ -7,13 +7,14 @@ between delivers it again, never loses it.
 
 from __future__ import annotations
 
-import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
+from pamqp import commands as spec
+from pamqp.header import ContentHeader
 
 from consumers.decode import Decoded
-from consumers.errors import RepublishFailed
+from consumers.errors import RepublishFailed, Unrepublishable
 from hareway.topology import (
     DEAD_LETTER_KEY,
     RetrySpec,
@@ -25,6 +26,7 @@ from hareway.wire import (
     LAST_ERROR_HEADER,
     ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
+    PERSISTENT,
     is_transport_header,
 )
 
@@ -65,44 +67,89 @@ class Republisher:
         self, decoded: Decoded, message: DeliveredMessage, error: str, routing_key: str
     ) -> None:
         record = decoded.record
-        properties = message.header.properties
-        headers = {
-            name: value
-            for name, value in (properties.headers or {}).items()
-            if not is_transport_header(name)
-        }
-        headers |= {
-            ATTEMPTS_HEADER: record.attempts,
-            LAST_ERROR_HEADER: error[:_MAX_ERROR_CHARS],
-            ORIGINAL_EXCHANGE_HEADER: record.exchange,
-            ORIGINAL_ROUTING_KEY_HEADER: record.routing_key,
-        }
-        outgoing = aio_pika.Message(
-            message.body,
-            headers=headers,
-            content_type=properties.content_type,
-            content_encoding=properties.content_encoding,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            priority=properties.priority,
-            correlation_id=properties.correlation_id,
-            reply_to=properties.reply_to,
-            # The id the store knows it by, even for a message published without one.
-            message_id=record.message_id,
-            timestamp=properties.timestamp,
-            type=properties.message_type,
-            app_id=properties.app_id,
-        )
+        outgoing = retry_properties(decoded, message, error)
+        exchange = retry_exchange_name(self._queue)
         try:
-            exchange = await self._channel.get_exchange(
-                retry_exchange_name(self._queue), ensure=False
+            channel = await self._channel.get_underlay_channel()
+            _fit_frame(outgoing, len(message.body), channel.connection.connection_tune.frame_max)
+            confirmation = await channel.basic_publish(
+                message.body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=outgoing,
+                mandatory=True,
             )
-            await exchange.publish(outgoing, routing_key=routing_key, mandatory=True)
-        except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError) as exc:
+        except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             raise RepublishFailed(
-                f"could not send {record.message_id!r} to {retry_exchange_name(self._queue)!r}"
-                f" ({routing_key}): {exc!r}"
+                f"could not send {record.message_id!r} to {exchange!r} ({routing_key}): {exc!r}"
             ) from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            # What the codec cannot write back: it never will, so no requeue either.
+            raise Unrepublishable(
+                f"could not encode {record.message_id!r} for {exchange!r}: {exc}"
+            ) from exc
+        if not isinstance(confirmation, spec.Basic.Ack):
+            raise RepublishFailed(
+                f"the broker did not take {record.message_id!r} on {exchange!r}: {confirmation!r}"
+            )
 
     async def close(self) -> None:
         if not self._channel.is_closed:
             await self._channel.close()
+
+
+def retry_properties(
+    decoded: Decoded, message: DeliveredMessage, error: str
+) -> spec.Basic.Properties:
+    """The properties a failed message goes down the ladder with: its own, its attempt
+    count and last error, and the route it first came by (it comes back by another)."""
+    record = decoded.record
+    properties = message.header.properties
+    headers = {
+        name: value
+        for name, value in (properties.headers or {}).items()
+        if not is_transport_header(name)
+    }
+    headers |= {
+        ATTEMPTS_HEADER: record.attempts,
+        LAST_ERROR_HEADER: error[:_MAX_ERROR_CHARS],
+        ORIGINAL_EXCHANGE_HEADER: record.exchange,
+        ORIGINAL_ROUTING_KEY_HEADER: record.routing_key,
+    }
+    # The properties as they came, values that did not decode included (the codec writes
+    # those back byte for byte); not `user_id`, which the broker checks against this
+    # connection's user, nor `expiration`, which would drop it on the ladder.
+    return spec.Basic.Properties(
+        content_type=properties.content_type,
+        content_encoding=properties.content_encoding,
+        headers=headers,
+        delivery_mode=PERSISTENT,
+        priority=properties.priority,
+        correlation_id=properties.correlation_id,
+        reply_to=properties.reply_to,
+        # The id the store knows it by, even for a message published without one.
+        message_id=record.message_id,
+        timestamp=properties.timestamp,
+        message_type=properties.message_type,
+        app_id=properties.app_id,
+    )
+
+
+def _fit_frame(properties: spec.Basic.Properties, body_size: int, frame_max: int) -> None:
+    """Make the content header fit one frame, shortening the last error if it must.
+
+    A header frame over `frame_max` makes the broker close the whole connection, and
+    with it every queue this process consumes: a foreign message whose headers nearly
+    fill a frame must not do that once hareway's own headers are added.
+    """
+    headers = properties.headers or {}
+    for keep in (_MAX_ERROR_CHARS, 100, 0):
+        if keep:
+            headers[LAST_ERROR_HEADER] = str(headers.get(LAST_ERROR_HEADER, ""))[:keep]
+        else:
+            headers.pop(LAST_ERROR_HEADER, None)
+        size = len(ContentHeader(body_size=body_size, properties=properties).marshal())
+        # The frame's own type, channel and size (7 bytes) and end byte come on top.
+        if size + 8 <= frame_max:
+            return
+    raise Unrepublishable(f"its headers alone fill a frame ({size} of {frame_max} bytes)")

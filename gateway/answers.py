@@ -6,14 +6,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
-from gateway.errors import StoreUnavailable
-from gateway.idempotency import Answer, IdempotencyKeys, request_hash, store_key
+from gateway.idempotency import Answer, Idempotency, request_hash, store_key
+from gateway.problems import store_problem
+from hareway.store import StoreError
 
 log = logging.getLogger(__name__)
-
-_STORE_DOWN = (OperationalError, InterfaceError, OSError, ConnectionError, TimeoutError)
 
 
 class Timing:
@@ -64,7 +61,7 @@ def _phase(name: str, desc: str, seconds: float) -> str:
 
 
 async def answer_once(
-    keys: IdempotencyKeys,
+    keys: Idempotency,
     caller: str,
     key: str | None,
     request_parts: Iterable[str | bytes],
@@ -80,8 +77,8 @@ async def answer_once(
     stored = store_key(caller, key)
     try:
         earlier = await keys.claim(stored, request_hash(request_parts))
-    except _STORE_DOWN as exc:
-        raise StoreUnavailable(f"cannot check the Idempotency-Key: {exc}") from None
+    except StoreError as exc:
+        raise store_problem(exc, "cannot check the Idempotency-Key") from None
     if earlier is not None:
         return earlier, True
     try:
@@ -100,5 +97,5 @@ async def _quietly(step: Awaitable[None]) -> None:
     # The messages are out (or not) either way; a key left pending expires on its own.
     try:
         await step
-    except _STORE_DOWN:
+    except StoreError:
         log.exception("could not record an Idempotency-Key answer")

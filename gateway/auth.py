@@ -2,21 +2,34 @@
 
 A key is looked up by its SHA-256, so neither the settings nor the logs ever hold it.
 Scopes: `publish:<exchange glob>`, `read:<queue glob>`, `admin` (everything).
+
+Globs are `fnmatch` patterns matched against the whole name, case-sensitively: `*` is any
+run of characters, dots and dashes included, `?` one character, `[seq]` one of seq. So
+`publish:orders*` covers `orders`, `orders.eu` and also `orders-secret`; to mean `orders`
+and its dotted children only, grant `publish:orders` and `publish:orders.*`.
+
+Some exchanges no pattern reaches (see `reserved_exchange`): the broker's own
+`amq.rabbitmq.*` and the consumer runtime's `<queue>.retry` exchanges are refused for
+every caller, admin and open access included; the default exchange (`amq.default`) needs
+the literal scope `publish:amq.default` or `admin` (`publish:*` does not reach it), and
+never takes a routing key that names a retry or dead-letter queue.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gateway.errors import Forbidden, RateLimited, Unauthenticated
+from gateway.errors import ExchangeForbidden, Forbidden, RateLimited, Unauthenticated
 from gateway.ratelimit import TokenBucket, retry_after_s
 from gateway.settings import ApiKey, GatewaySettings
+from hareway.wire import DEFAULT_EXCHANGE_ALIAS
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +42,49 @@ class Caller:
     scopes: tuple[str, ...]
     open_access: bool = False
 
+    @property
+    def key_owner(self) -> str | None:
+        """Whose namespace this caller's Idempotency-Keys live in (None: open access)."""
+        return None if self.open_access else self.name
+
     def may(self, kind: str, name: str) -> bool:
         if self.open_access or "admin" in self.scopes:
             return True
         prefix = kind + ":"
+        if kind == "publish" and name == DEFAULT_EXCHANGE_ALIAS:
+            # It reaches every queue by name: only a grant that names it says so.
+            return prefix + name in self.scopes
         return any(
             scope.startswith(prefix) and fnmatchcase(name, scope[len(prefix) :])
             for scope in self.scopes
         )
+
+
+# The broker's internal exchanges (trace, log, event): a publish to one closes the channel.
+_BROKER_INTERNAL_PREFIX = "amq.rabbitmq."
+# The consumer runtime's retry exchange of each queue (`<queue>.retry`), and the delay and
+# dead-letter queues it feeds, which the default exchange would reach by name.
+_RETRY_EXCHANGE_SUFFIX = ".retry"
+_RUNTIME_QUEUE = re.compile(r".+\.(dlq|retry\.[0-9]+(ms|s|m|h))")
+
+
+def reserved_exchange(exchange: str) -> str | None:
+    """Why no caller may publish to `exchange`, or None."""
+    if exchange.startswith(_BROKER_INTERNAL_PREFIX):
+        return "is internal to the broker"
+    if exchange.endswith(_RETRY_EXCHANGE_SUFFIX):
+        return "is a retry exchange of the consumer runtime (names ending in .retry are reserved)"
+    return None
+
+
+def reserved_routing_key(exchange: str, routing_key: str) -> str | None:
+    """Why no caller may publish `routing_key` to `exchange`, or None."""
+    if exchange == DEFAULT_EXCHANGE_ALIAS and _RUNTIME_QUEUE.fullmatch(routing_key):
+        return (
+            f"routing key {routing_key!r} names a retry or dead-letter queue of the consumer "
+            "runtime; only the runtime sends there"
+        )
+    return None
 
 
 @dataclass
@@ -115,6 +163,9 @@ AnyCaller = Annotated[Caller, Depends(_caller)]
 
 
 def _may_publish(exchange: str, caller: Caller) -> Caller:
+    reason = reserved_exchange(exchange)
+    if reason is not None:
+        raise ExchangeForbidden(f"exchange {exchange!r} {reason}: no API key may publish to it")
     if not caller.may("publish", exchange):
         raise Forbidden(f"{caller.name!r} may not publish to exchange {exchange!r}")
     return caller

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from gateway.errors import PayloadTooLarge, ValidationFailed
+from gateway.errors import ClientDisconnected, PayloadTooLarge, ValidationFailed
 
 
 async def read_capped(request: Request, limit: int) -> bytes:
@@ -18,9 +18,13 @@ async def read_capped(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"the body has {size} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The client left, or gateway.http_bounds answered 408: no one waits for an answer.
+        raise ClientDisconnected(f"after {received} bytes of the body") from None
     return b"".join(chunks)

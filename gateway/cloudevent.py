@@ -15,17 +15,24 @@ from datetime import datetime
 from typing import Any, Final
 from urllib.parse import unquote
 
-import orjson
+import pydantic_core
 from cloudevents.core.bindings import http
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.v1.event import CloudEvent
 
-from gateway.errors import InvalidCloudEvent
+from gateway.envelope import check_numbers
+from gateway.errors import InvalidCloudEvent, ValidationFailed
+from hareway.wire import (
+    CLOUDEVENT_CONTENT_TYPE,
+    MAX_HEADER_NAME_BYTES,
+    MAX_SHORT_STRING_BYTES,
+    control_character_problem,
+    is_json_content_type,
+    schema_subjects,
+    short_string_problem,
+)
 
-# AMQP short strings (message_id) hold at most 255 bytes.
-_MAX_ID_BYTES: Final = 255
-
-STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents+json"
+STRUCTURED_CONTENT_TYPE: Final = CLOUDEVENT_CONTENT_TYPE
 HTTP_PREFIX: Final = "ce-"
 # The released AMQP binding (1.0.2) names application properties `cloudEvents:<attribute>`.
 AMQP_PREFIX: Final = "cloudEvents:"
@@ -39,15 +46,14 @@ class Event:
     source: str
     type: str
     headers: dict[str, Any]
-    # The event's data as JSON, when it is JSON (for the route's JSON Schema).
-    json_data: Any = None
-    has_json_data: bool = False
+    # What the route's JSON Schema applies to: (field, value), the event's data when JSON.
+    schema_subjects: tuple[tuple[str, Any], ...] = ()
 
     @property
     def message_id(self) -> str:
         """`source#id`: unique per the spec. Over AMQP's 255 bytes, a stable digest of it."""
         joined = f"{self.source}#{self.id}"
-        if len(joined.encode()) <= _MAX_ID_BYTES:
+        if len(joined.encode()) <= MAX_SHORT_STRING_BYTES:
             return joined
         return "ce-sha256:" + hashlib.sha256(joined.encode()).hexdigest()
 
@@ -62,6 +68,10 @@ def from_binary(headers: Mapping[str, str], body: bytes, media_type: str | None)
         for name, value in headers.items()
         if name.startswith(HTTP_PREFIX)
     }
+    for name, value in attributes.items():
+        # Each becomes an AMQP header, `type` also the type property and routing key.
+        _check_attribute(HTTP_PREFIX + name, value)
+        _check_header_name(HTTP_PREFIX + name, AMQP_PREFIX + name)
     checked: dict[str, Any] = dict(attributes)
     if "time" in checked:
         try:
@@ -72,46 +82,70 @@ def from_binary(headers: Mapping[str, str], body: bytes, media_type: str | None)
         CloudEvent(attributes=checked, data=None)
     except _LIBRARY_ERRORS as exc:
         raise InvalidCloudEvent(f"binary-mode CloudEvent: {exc}") from None
-    json_data: Any = None
-    has_json_data = False
-    if media_type is not None and _is_json(media_type):
-        try:
-            json_data, has_json_data = orjson.loads(body), True
-        except orjson.JSONDecodeError:
-            raise InvalidCloudEvent("the body is declared JSON but is not valid JSON") from None
+    subjects: tuple[tuple[str, Any], ...] = ()
+    if media_type is not None and is_json_content_type(media_type):
+        data = _json(body, "the body is declared JSON")
+        check_numbers(data, "data")
+        # The body is the event's data.
+        subjects = tuple(
+            (_field("data", path), value) for path, value in schema_subjects(media_type, data)
+        )
     return Event(
         id=attributes["id"],
         source=attributes["source"],
         type=attributes["type"],
         headers={AMQP_PREFIX + name: value for name, value in attributes.items()},
-        json_data=json_data,
-        has_json_data=has_json_data,
+        schema_subjects=subjects,
     )
 
 
 def from_structured(body: bytes) -> Event:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidCloudEvent(f"the body is not valid JSON: {exc}") from None
+    document = _json(body, "the body")
     if not isinstance(document, dict):
         raise InvalidCloudEvent("a structured-mode CloudEvent is a JSON object")
+    # The document is published as it came: every number in it, not only in data.
+    check_numbers(document, "event")
     try:
         event = http.from_structured_event(http.HTTPMessage(headers={}, body=body))
     except _LIBRARY_ERRORS as exc:
         raise InvalidCloudEvent(f"structured-mode CloudEvent: {exc}") from None
-    content_type = document.get("datacontenttype")
-    has_json_data = "data" in document and (content_type is None or _is_json(str(content_type)))
+    for name in ("id", "source", "type"):
+        # They become the message id, the type property and the routing key.
+        _check_attribute(name, str(document.get(name, "")))
     return Event(
         id=event.get_id(),
         source=event.get_source(),
         type=event.get_type(),
         headers={},
-        json_data=document.get("data"),
-        has_json_data=has_json_data,
+        schema_subjects=tuple(schema_subjects(CLOUDEVENT_CONTENT_TYPE, document)),
     )
 
 
-def _is_json(media_type: str) -> bool:
-    media_type = media_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or media_type.endswith("+json")
+def _check_attribute(field: str, value: str) -> None:
+    """CloudEvents strings hold no control characters; NUL would also break a store."""
+    problem = control_character_problem(value)
+    if problem is not None:
+        raise ValidationFailed(
+            f"{field}: {problem}",
+            errors=[{"field": field, "message": problem, "type": "control_character"}],
+        )
+
+
+def _check_header_name(field: str, header: str) -> None:
+    problem = short_string_problem(header, MAX_HEADER_NAME_BYTES)
+    if problem is not None:
+        raise ValidationFailed(
+            f"{field}: its AMQP header name {header!r}: {problem}",
+            errors=[{"field": field, "message": problem, "type": "header_name"}],
+        )
+
+
+def _json(body: bytes, what: str) -> Any:
+    try:
+        return pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
+        raise InvalidCloudEvent(f"{what} is not valid JSON: {exc}") from None
+
+
+def _field(prefix: str, path: str) -> str:
+    return f"{prefix}.{path}" if path else prefix

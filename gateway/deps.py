@@ -12,12 +12,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from consumers.store import Store
+from gateway.announcer import Announcer
 from gateway.auth import Authenticator
-from gateway.idempotency import IdempotencyKeys
+from gateway.idempotency import Idempotency
 from gateway.publisher import Publisher
+from gateway.queues import KnownQueues
 from gateway.schemas import Schemas
 from gateway.settings import GatewaySettings
+from hareway.store import Messages
+from hareway.topology import Topology
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +28,7 @@ class PublishServices:
     publisher: Publisher
     settings: GatewaySettings
     schemas: Schemas
-    idempotency_keys: IdempotencyKeys
+    idempotency_keys: Idempotency
     authenticator: Authenticator
 
 
@@ -39,9 +42,14 @@ async def _publisher(request: Request) -> Publisher:
     return publisher
 
 
-async def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
+async def _store(request: Request) -> Messages:
+    store: Messages = request.app.state.store
     return store
+
+
+async def _topology(request: Request) -> Topology:
+    topology: Topology = request.app.state.topology
+    return topology
 
 
 async def _settings(request: Request) -> GatewaySettings:
@@ -49,6 +57,19 @@ async def _settings(request: Request) -> GatewaySettings:
     return settings
 
 
+async def _announcer(request: Request) -> Announcer:
+    announcer: Announcer = request.app.state.announcer
+    return announcer
+
+
+async def _known_queues(request: Request) -> KnownQueues:
+    queues: KnownQueues = request.app.state.known_queues
+    return queues
+
+
+AnnouncerDep = Annotated[Announcer, Depends(_announcer)]
+KnownQueuesDep = Annotated[KnownQueues, Depends(_known_queues)]
 PublisherDep = Annotated[Publisher, Depends(_publisher)]
-StoreDep = Annotated[Store, Depends(_store)]
+StoreDep = Annotated[Messages, Depends(_store)]
 SettingsDep = Annotated[GatewaySettings, Depends(_settings)]
+TopologyDep = Annotated[Topology, Depends(_topology)]

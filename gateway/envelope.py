@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+import pydantic_core
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from gateway.errors import InvalidJson, ValidationFailed
-from hareway.wire import MAX_PRIORITY, MAX_ROUTING_KEY_BYTES
+from hareway.wire import (
+    MAX_HEADER_NAME_BYTES,
+    MAX_INT,
+    MAX_PRIORITY,
+    MIN_INT,
+    has_unrepresentable_number,
+    number_problem,
+    short_string_problem,
+)
 
 HeaderValue = str | int | float | bool | None
-ShortText = Annotated[str, Field(min_length=1, max_length=255)]
+
+
+# Fields that become AMQP short strings; checked after parsing, in one pass (see
+# `check_short_strings`). Empty ids are refused by `min_length`; routing keys may be
+# empty (fanout and headers exchanges ignore them).
+_SHORT_STRING_FIELDS = ("routing_key", "message_id", "correlation_id", "reply_to", "type")
+ShortText = Annotated[str, Field(min_length=1)]
 
 # Headers that steer the broker (`x-*` arguments, sender-selected distribution) or that
 # hareway itself sets; a caller who could send them could reroute or forge messages.
 _RESERVED_EXACT = frozenset({"cc", "bcc"})
-# AMQP table integers are signed 64-bit; names are short strings.
-_MIN_INT, _MAX_INT = -(2**63), 2**63 - 1
-_MAX_NAME_BYTES = 255
 # RabbitMQ's per-message TTL is an unsigned 32-bit number of milliseconds.
 _MAX_TTL_MS = 2**32 - 1
 # AMQP timestamps are seconds since the epoch, unsigned.
@@ -41,26 +62,6 @@ class PublishRequest(BaseModel):
     type: ShortText | None = None
     # When the event happened (RFC 3339); the gateway's clock when left out.
     timestamp: datetime | None = None
-
-    @field_validator("routing_key")
-    @classmethod
-    def _routing_key_fits(cls, routing_key: str) -> str:
-        if len(routing_key.encode()) > MAX_ROUTING_KEY_BYTES:
-            raise ValueError(f"at most {MAX_ROUTING_KEY_BYTES} bytes")
-        return routing_key
-
-    @field_validator("headers")
-    @classmethod
-    def _no_reserved_headers(cls, headers: dict[str, HeaderValue]) -> dict[str, HeaderValue]:
-        for name, value in headers.items():
-            lowered = name.lower()
-            if lowered.startswith("x-") or lowered in _RESERVED_EXACT:
-                raise ValueError(f"header {name!r} is reserved (x-*, CC and BCC steer the broker)")
-            if not 0 < len(name.encode()) <= _MAX_NAME_BYTES:
-                raise ValueError(f"header names are 1 to {_MAX_NAME_BYTES} bytes")
-            if isinstance(value, int) and not _MIN_INT <= value <= _MAX_INT:
-                raise ValueError(f"header {name!r}: integers are 64-bit")
-        return headers
 
     @field_validator("timestamp")
     @classmethod
@@ -89,12 +90,93 @@ class BatchRequest(BaseModel):
     messages: list[PublishRequest]
 
 
-def check_routing_key(routing_key: str, field: str) -> None:
-    if not routing_key or len(routing_key.encode()) > MAX_ROUTING_KEY_BYTES:
+def header_problem(name: str, value: object) -> str | None:
+    """Why AMQP cannot carry this header as sent, or why it would steer the broker."""
+    lowered = name.lower()
+    if lowered.startswith("x-") or lowered in _RESERVED_EXACT:
+        return f"header {name!r} is reserved (x-*, CC and BCC steer the broker)"
+    if not name:
+        return "header names are not empty"
+    problem = short_string_problem(name, MAX_HEADER_NAME_BYTES)
+    if problem is not None:
+        return f"header name {name!r}: {problem}"
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not MIN_INT <= value <= MAX_INT:
+        return f"header {name!r}: integers are at most 64 bits (signed)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"header {name!r}: {value!r} is not a finite number"
+    return None
+
+
+def check_headers(headers: dict[str, HeaderValue], prefix: str) -> None:
+    """Raise a 422 naming the first header (`headers.<name>`) AMQP cannot carry as sent."""
+    for name, value in headers.items():
+        # The usual header (a short ASCII name, a string value) takes no further call.
+        if (
+            type(value) is str
+            and name.isascii()
+            and name.isprintable()
+            and 0 < len(name) <= MAX_HEADER_NAME_BYTES
+            and name[:2].lower() != "x-"
+            and name.lower() not in _RESERVED_EXACT
+        ):
+            continue
+        problem = header_problem(name, value)
+        if problem is not None:
+            field = f"{prefix}headers.{name}"
+            raise ValidationFailed(
+                f"{field}: {problem}",
+                errors=[{"field": field, "message": problem, "type": "header"}],
+            )
+
+
+def check_short_string(value: str, field: str, *, required: bool = True) -> None:
+    """Raise a 422 naming `field` unless `value` fits an AMQP short string."""
+    problem = "empty" if required and not value else short_string_problem(value)
+    if problem is not None:
         raise ValidationFailed(
-            f"{field}: 1 to {MAX_ROUTING_KEY_BYTES} bytes",
-            errors=[{"field": field, "message": "1 to 255 bytes", "type": "routing_key"}],
+            f"{field}: an AMQP short string: {problem}",
+            errors=[{"field": field, "message": problem, "type": "short_string"}],
         )
+
+
+def check_short_strings(envelope: PublishRequest, prefix: str) -> None:
+    """Raise a 422 naming the first field that cannot be an AMQP short string."""
+    for name, value in zip(_SHORT_STRING_FIELDS, _short_strings(envelope), strict=True):
+        # The usual ASCII name or id passes without a regex or an encode.
+        if value is None or (value.isascii() and value.isprintable() and len(value) <= 255):
+            continue
+        check_short_string(value, prefix + name, required=False)
+
+
+_short_strings = attrgetter(*_SHORT_STRING_FIELDS)
+
+
+def check_routing_key(routing_key: str, field: str) -> None:
+    check_short_string(routing_key, field)
+
+
+def check_numbers(value: Any, field: str) -> None:
+    """Raise a 422 naming the first number in `value` that AMQP and other languages
+    cannot carry (not finite, or an integer past signed 64 bits)."""
+    if not has_unrepresentable_number(value):
+        return
+    found = number_problem(value, field)
+    if found is not None:
+        path, message = found
+        raise ValidationFailed(
+            f"{path}: {message}", errors=[{"field": path, "message": message, "type": "number"}]
+        )
+
+
+def parse_json(raw: bytes) -> Any:
+    """A JSON document as Python values, integers kept exact (orjson turns big ones into
+    floats), NaN and Infinity refused as JSON does."""
+    try:
+        return pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise InvalidJson(f"the body is not valid JSON: {exc}") from None
 
 
 def check_header_size(headers: dict[str, Any], limit: int, field: str = "headers") -> None:
@@ -109,19 +191,29 @@ def check_header_size(headers: dict[str, Any], limit: int, field: str = "headers
 def validate_message(item: object, field: str) -> PublishRequest:
     """One message of a batch, with its errors named under `field` (e.g. `messages.3`)."""
     try:
-        return PublishRequest.model_validate(item)
+        envelope = PublishRequest.model_validate(item)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         for error in errors:
             error["loc"] = (field, *error.get("loc", ()))
         raise ValidationFailed.from_pydantic(errors) from None
+    check_short_strings(envelope, f"{field}.")
+    if envelope.headers:
+        check_headers(envelope.headers, f"{field}.")
+    check_numbers(envelope.payload, f"{field}.payload")
+    return envelope
 
 
 def parse_publish_request(raw: bytes) -> PublishRequest:
     try:
-        return PublishRequest.model_validate_json(raw)
+        envelope = PublishRequest.model_validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         if any(error["type"] == "json_invalid" for error in errors):
             raise InvalidJson(f"the body is not valid JSON: {errors[0]['msg']}") from None
         raise ValidationFailed.from_pydantic(errors) from None
+    check_short_strings(envelope, "")
+    if envelope.headers:
+        check_headers(envelope.headers, "")
+    check_numbers(envelope.payload, "payload")
+    return envelope

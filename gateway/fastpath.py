@@ -5,6 +5,9 @@ Profiling showed that per-request machinery costing more CPU than validating and
 publishing the message. So `Gateway.__call__` hands `POST .../messages` and `POST .../batch`
 straight to the endpoint functions the FastAPI routes declare; those routes stay the
 documented form (OpenAPI) and every other path goes through FastAPI as usual.
+
+With `CORS_ALLOW_ORIGINS` set, `/v1` requests (fast path included) pass through
+`gateway.cors.Cors` first; without, nothing is added to any path.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import re
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.access import REQUEST_ID, Observed, Observer
+from gateway.drain import Drain
 from gateway.errors import GatewayError
 from gateway.problems import problem_response
 from gateway.routes import batch, publish
@@ -24,19 +29,65 @@ from gateway.routes import batch, publish
 log = logging.getLogger(__name__)
 
 _PUBLISH_PATH = re.compile(r"/v1/exchanges/([^/]+)/(messages|batch)")
+# Scope key: the request's observation, for the dispatch behind CORS.
+_OBSERVED = "hareway.observed"
 
 
 class Gateway(FastAPI):
+    # Set by create_app: request ids, the access log, answers counted, traces (access.py).
+    observer: Observer | None = None
+    # Set by create_app; while it drains, every answer closes its connection.
+    drain: Drain | None = None
+    # Set by create_app when CORS_ALLOW_ORIGINS names origins: `/v1` goes through it.
+    cors: ASGIApp | None = None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            match = _PUBLISH_PATH.fullmatch(scope["path"])
-            # Before the lifespan has run there is nothing to publish with: let FastAPI answer.
-            if match is not None and hasattr(self.state, "publish_services"):
-                scope["app"] = self
-                response = await self._publish(Request(scope, receive), match[1], match[2])
-                await response(scope, receive, send)
-                return
+        if self.drain is not None and self.drain.draining and scope["type"] == "http":
+            send = _closing(send)
+        observer = self.observer
+        if scope["type"] != "http" or observer is None:
+            await super().__call__(scope, receive, send)
+            return
+        observed = observer.begin(scope)
+        if self.cors is not None and _under_v1(scope["path"]):
+            # Preflights are answered there, and observed like any other request.
+            scope[_OBSERVED] = observed
+            await self.cors(scope, receive, observer.sending(scope, observed, send))
+            return
+        if scope["method"] == "POST" and await self._fast(scope, receive, send, observed, observer):
+            return
+        await super().__call__(scope, receive, observer.sending(scope, observed, send))
+
+    async def routed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """What CORS wraps: the same dispatch, on a `send` that already observes."""
+        if scope["method"] == "POST" and await self._fast(
+            scope, receive, send, scope[_OBSERVED], None
+        ):
+            return
         await super().__call__(scope, receive, send)
+
+    async def _fast(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        observed: Observed,
+        observer: Observer | None,
+    ) -> bool:
+        """Answer a publish here, or say it is none (False). With `observer` this ends the
+        observation itself; without, `send` does."""
+        match = _PUBLISH_PATH.fullmatch(scope["path"])
+        # Before the lifespan has run there is nothing to publish with: let FastAPI answer.
+        if match is None or not hasattr(self.state, "publish_services"):
+            return False
+        scope["app"] = self
+        observed.exchange = match[1]
+        response = await self._publish(Request(scope, receive), match[1], match[2])
+        if observer is not None:
+            response.raw_headers.append((REQUEST_ID, observed.request_id.encode()))
+            observer.end(scope, observed, response.status_code)
+        await response(scope, receive, send)
+        return True
 
     async def _publish(self, request: Request, exchange: str, path: str) -> Response:
         retry_after_s = self.state.publish_services.settings.retry_after_s
@@ -54,3 +105,22 @@ class Gateway(FastAPI):
             return problem_response(
                 GatewayError("unexpected error; the gateway log has the details"), retry_after_s
             )
+
+
+def _under_v1(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/v1"
+
+
+def _closing(send: Send) -> Send:
+    """`send` with `Connection: close` on the answer: the client's next request goes to a
+    new connection, which the load balancer gives another gateway."""
+
+    async def closing(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), _CLOSE]}
+        await send(message)
+
+    return closing
+
+
+_CLOSE = (b"connection", b"close")

@@ -1,138 +1,44 @@
-"""OpenAPI fragments: the problem schema with an example per status, and the publish bodies."""
+"""OpenAPI fragments: the publish bodies and answers (problems: gateway/catalogue.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 
+from gateway.catalogue import PROBLEM_SCHEMA, problem_responses
 from gateway.envelope import BatchRequest, PublishRequest
 
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "title", "status", "detail"],
-    "properties": {
-        "type": {"type": "string", "example": "/problems/unroutable"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "retryable": {"type": "boolean", "description": "whether the same request may succeed"},
-        "errors": {
-            "type": "array",
-            "description": "422 only: each failing field",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "field": {"type": "string"},
-                    "message": {"type": "string"},
-                    "type": {"type": "string"},
-                },
-            },
-        },
-    },
-}
+__all__ = [
+    "BATCH_BODY",
+    "BATCH_RESULTS",
+    "PROBLEM_SCHEMA",
+    "PUBLISHED",
+    "PUBLISH_ONE_BODY",
+    "declare_security",
+    "problem_responses",
+]
 
-# status: (description, example problem slug, title, detail, retryable)
-_PROBLEMS: dict[int, tuple[str, str, str, str, bool]] = {
-    400: (
-        "The body is not valid JSON, or not a valid CloudEvent",
-        "invalid-json",
-        "Body is not valid JSON",
-        "the body is not valid JSON: unexpected end of data",
-        False,
-    ),
-    401: (
-        "No API key, or an unknown one (`Authorization: Bearer KEY` or `X-API-Key`)",
-        "unauthenticated",
-        "No or unknown API key",
-        "send an API key as `Authorization: Bearer KEY` or `X-API-Key`",
-        False,
-    ),
-    403: (
-        "The API key lacks the scope (publish:<exchange glob>, read:<queue glob>, admin)",
-        "forbidden",
-        "The API key lacks the scope for this call",
-        "'billing' may not publish to exchange 'orders'",
-        False,
-    ),
-    404: ("Not found", "exchange-not-found", "No such exchange", "no exchange 'orders'", False),
-    409: (
-        "The Idempotency-Key was used with another body, or its first request still runs",
-        "idempotency-key-reused",
-        "Idempotency-Key used with another body",
-        "this Idempotency-Key was used with another request body; use a new key",
-        False,
-    ),
-    413: (
-        "The body is over max_message_bytes (max_batch_bytes for a batch)",
-        "payload-too-large",
-        "Body too large",
-        "the body exceeds the limit of 1048576 bytes",
-        False,
-    ),
-    415: (
-        "Unsupported content type",
-        "unsupported-media-type",
-        "Unsupported content type",
-        "content type 'text/plain' is not accepted",
-        False,
-    ),
-    422: (
-        "Validation failed (fields, reserved headers, the route's JSON Schema), or the "
-        "message is unroutable (type ends in /unroutable)",
-        "validation",
-        "Request failed validation",
-        "priority: Input should be a valid integer",
-        False,
-    ),
-    429: (
-        "Over the API key's rate limit; Retry-After says when to try again",
-        "rate-limited",
-        "Over the rate limit",
-        "'orders-service' is over its rate of 100 requests/s",
-        True,
-    ),
-    503: (
-        "Broker unavailable, blocked, nacked, too busy, or the confirm timed out (outcome "
-        "unknown: retry with the same Idempotency-Key); Retry-After is set",
-        "broker-unavailable",
-        "Broker unavailable",
-        "the broker connection is down; retry later",
-        True,
-    ),
-}
-
-_RETRY_AFTER = {
-    "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
-}
+# The request models' own schemas go into components/schemas, where their `$ref`s point:
+# a model's `$defs` left inside a request body would be refs into nowhere.
+_REF_TEMPLATE = "#/components/schemas/{model}"
+COMPONENT_SCHEMAS: dict[str, Any] = {}
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    responses: dict[int | str, dict[str, Any]] = {}
-    for status in statuses:
-        description, slug, title, detail, retryable = _PROBLEMS[status]
-        example = {
-            "type": f"/problems/{slug}",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "retryable": retryable,
-        }
-        response: dict[str, Any] = {
-            "description": description,
-            "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA, "example": example}},
-        }
-        if status in (429, 503):
-            response["headers"] = _RETRY_AFTER
-        responses[status] = response
-    return responses
+def _component_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template=_REF_TEMPLATE)
+    for name, definition in schema.pop("$defs", {}).items():
+        COMPONENT_SCHEMAS[name] = definition
+    COMPONENT_SCHEMAS[model.__name__] = schema
+    return {"$ref": _REF_TEMPLATE.format(model=model.__name__)}
 
 
 PUBLISH_ONE_BODY: dict[str, Any] = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": PublishRequest.model_json_schema(),
+            "schema": _component_schema(PublishRequest),
             "example": {
                 "routing_key": "order.created",
                 "payload": {"order_id": 42, "amount": 99.5},
@@ -197,7 +103,7 @@ BATCH_BODY: dict[str, Any] = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": BatchRequest.model_json_schema(),
+            "schema": _component_schema(BatchRequest),
             "example": {"messages": [{"routing_key": "order.created", "payload": {"n": 1}}]},
         }
     },
@@ -275,7 +181,9 @@ def declare_security(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         document = build()
-        document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        components = document.setdefault("components", {})
+        components["securitySchemes"] = SECURITY_SCHEMES
+        components.setdefault("schemas", {}).update(COMPONENT_SCHEMAS)
         for path, operations in document["paths"].items():
             if path.startswith("/v1/"):
                 for operation in operations.values():

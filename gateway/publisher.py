@@ -7,30 +7,34 @@ lock is held across publish-and-confirm: every request's confirm is in flight at
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+import struct
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 import aiormq
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 from aiormq.abc import ConfirmationFrameType
 from pamqp import commands as spec
 
+from gateway.channels import ChannelPool, Slot
 from gateway.errors import (
     BrokerBlocked,
     BrokerUnavailable,
+    ExchangeForbidden,
     ExchangeNotFound,
     GatewayError,
     Nacked,
     Overloaded,
     PublishTimeout,
     Unroutable,
+    ValidationFailed,
 )
-from gateway.exchanges import KnownExchanges
-from gateway.framing import ChannelWriter
+from gateway.exchanges import KnownExchanges, Trial
+from hareway.amqp.blocked import is_blocked
+from hareway.amqp.framing import ChannelWriter
 from hareway.wire import PERSISTENT, broker_exchange_name
 
 log = logging.getLogger(__name__)
@@ -54,10 +58,12 @@ class Outgoing:
     reply_to: str | None = None
     type: str | None = None
     timestamp: datetime | None = None
+    content_encoding: str | None = None
 
     def properties(self) -> spec.Basic.Properties:
         return spec.Basic.Properties(
             content_type=self.content_type,
+            content_encoding=self.content_encoding,
             delivery_mode=PERSISTENT,
             message_id=self.message_id,
             correlation_id=self.correlation_id,
@@ -82,6 +88,14 @@ class Confirmed:
 BatchResult = Confirmed | GatewayError
 
 
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """What the broker says of a queue (None: the gateway's user may not see into it)."""
+
+    messages: int | None
+    consumers: int | None
+
+
 class Publisher(Protocol):
     @property
     def ready(self) -> bool:
@@ -100,6 +114,15 @@ class Publisher(Protocol):
         """Return once the broker confirmed `message`; raise a `GatewayError` otherwise."""
         ...
 
+    async def queue_exists(self, queue: str) -> bool:
+        """Whether the broker has queue `queue`; `BrokerUnavailable` when it cannot say."""
+        ...
+
+    async def queue_counts(self, queue: str) -> QueueCounts | None:
+        """Queue `queue`'s ready messages and consumers on the broker (None: no such queue);
+        `BrokerUnavailable` when it cannot say."""
+        ...
+
     async def publish_batch(self, messages: list[Outgoing]) -> list[BatchResult]:
         """Publish all with their confirms in flight together; one result each, in order."""
         ...
@@ -111,52 +134,48 @@ class AmqpPublisher:
     def __init__(
         self,
         connection: AbstractRobustConnection,
-        channels: list[AbstractRobustChannel],
+        channels: ChannelPool,
+        exchanges: KnownExchanges,
         *,
         timeout_s: float,
-        exchange_cache_ttl_s: float,
         max_in_flight: int,
     ) -> None:
         self._connection = connection
         self._channels = channels
-        self._next_channel = itertools.cycle(channels)
         self._timeout_s = timeout_s
-        self._exchanges = KnownExchanges(connection, exchange_cache_ttl_s)
+        self._exchanges = exchanges
         self._max_in_flight = max_in_flight
         self._in_flight = 0
         # The timeouts of the publishes waiting for a confirm, cut short when blocked.
         self._deadlines: set[asyncio.Timeout] = set()
-        self._writers: dict[AbstractRobustChannel, ChannelWriter] = {}
         self._watch = asyncio.ensure_future(self._watch_blocked())
 
     @classmethod
     async def open(
         cls,
         connection: AbstractRobustConnection,
+        lookups: AbstractRobustConnection,
         *,
         channels: int,
         timeout_s: float,
         exchange_cache_ttl_s: float,
+        exchange_missing_ttl_s: float,
         max_in_flight: int,
     ) -> AmqpPublisher:
-        pool: list[AbstractRobustChannel] = []
-        for _ in range(channels):
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            pool.append(channel)
-        return cls(
-            connection,
-            pool,
-            timeout_s=timeout_s,
-            exchange_cache_ttl_s=exchange_cache_ttl_s,
-            max_in_flight=max_in_flight,
-        )
+        """`connection` carries the publishes; `lookups`, a connection of its own, the
+        exchange lookups and first publishes that the broker may refuse (see exchanges.py).
+        The publisher owns both and closes them."""
+        pool = await ChannelPool.open(connection, channels, timeout_s=timeout_s)
+        exchanges = KnownExchanges(lookups, exchange_cache_ttl_s, exchange_missing_ttl_s)
+        return cls(connection, pool, exchanges, timeout_s=timeout_s, max_in_flight=max_in_flight)
 
     @property
     def ready(self) -> bool:
         return (
             not self._connection.is_closed
             and self._connection.connected.is_set()
-            and any(not channel.is_closed for channel in self._channels)
+            and self._channels.any_open
+            and self._channels.healthy
             and not self.blocked
         )
 
@@ -192,6 +211,20 @@ class AmqpPublisher:
             raise result
         return result
 
+    async def queue_exists(self, queue: str) -> bool:
+        return await self.queue_counts(queue) is not None
+
+    async def queue_counts(self, queue: str) -> QueueCounts | None:
+        self.check_ready()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                counts = await self._exchanges.queue_counts(queue)
+                return None if counts is None else QueueCounts(*counts)
+        except TimeoutError:
+            raise BrokerUnavailable(f"queue {queue!r} lookup timed out") from None
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            raise BrokerUnavailable(f"the broker connection failed: {exc!r}") from None
+
     async def publish_batch(self, messages: list[Outgoing]) -> list[BatchResult]:
         self.check_ready()
         self._take_slots(len(messages))
@@ -218,27 +251,33 @@ class AmqpPublisher:
         confirmations: list[asyncio.Future[ConfirmationFrameType]] = []
         failure: GatewayError | None = None
         sent_at = time.perf_counter()
+        trial: Trial | None = None
+        slot: Slot | None = None
         try:
             async with asyncio.timeout(self._timeout_s) as deadline:
                 self._deadlines.add(deadline)
                 try:
-                    for exchange in {broker_exchange_name(m.exchange) for m in messages}:
+                    exchanges = {broker_exchange_name(m.exchange) for m in messages}
+                    for exchange in exchanges:
                         if exchange:
                             await self._exchanges.ensure(exchange)
-                    writer = await self._writer()
+                    untrusted = [e for e in exchanges if not self._exchanges.is_trusted(e)]
+                    if untrusted:
+                        # Calls with several exchanges (redrive) send one at a time.
+                        trial = await self._exchanges.begin_trial(untrusted[0])
+                    if trial is not None:
+                        writer = trial.writer
+                    else:
+                        slot = await self._channels.writer()
+                        writer = cast(ChannelWriter, slot.writer)
                     sent_at = time.perf_counter()
                     for message in messages:
-                        confirmations.append(
-                            writer.send(
-                                broker_exchange_name(message.exchange),
-                                message.routing_key,
-                                message.properties(),
-                                message.body,
-                            )
-                        )
+                        confirmations.append(_send_one(writer, message))
                     await _settled(confirmations)
                 finally:
                     self._deadlines.discard(deadline)
+                    if trial is not None:
+                        self._exchanges.end_trial(trial, confirmations)
         except TimeoutError:
             failure = self._timed_out()
         except GatewayError as exc:
@@ -255,6 +294,10 @@ class AmqpPublisher:
                 confirmations[index].cancel()
             assert failure is not None, "an unconfirmed publish without a failure"
             results.append(failure)
+        if slot is not None:
+            confirmed = sum(isinstance(result, Confirmed) for result in results)
+            failed = sum(isinstance(result, Nacked | PublishTimeout) for result in results)
+            self._channels.report(slot, confirmed, failed)
         return results
 
     def _timed_out(self) -> GatewayError:
@@ -285,9 +328,21 @@ class AmqpPublisher:
             return Unroutable(
                 f"exchange {message.exchange!r} routes {message.routing_key!r} to no queue"
             )
+        if isinstance(exc, _Unencodable):
+            return ValidationFailed(
+                f"the message cannot be encoded for AMQP: {exc.__cause__}",
+                errors=[{"field": "", "message": str(exc.__cause__), "type": "amqp_encoding"}],
+            )
         if isinstance(exc, aiormq.exceptions.ChannelNotFoundEntity):
             self._exchanges.forget(broker_exchange_name(message.exchange))
             return ExchangeNotFound(f"no exchange {message.exchange!r}")
+        if isinstance(exc, aiormq.exceptions.ChannelAccessRefused):
+            refused = ExchangeForbidden(
+                f"the broker refuses publishes to exchange {message.exchange!r} "
+                f"(internal, or no write permission): {exc}"
+            )
+            self._exchanges.refuse(broker_exchange_name(message.exchange), refused)
+            return refused
         if isinstance(exc, aiormq.exceptions.DeliveryError):
             return Nacked(f"the broker nacked the message: {exc}")
         if isinstance(exc, aiormq.exceptions.AMQPError | ConnectionError | RuntimeError):
@@ -308,22 +363,32 @@ class AmqpPublisher:
                 for deadline in list(self._deadlines):
                     deadline.reschedule(loop.time())
 
-    async def _writer(self) -> ChannelWriter:
-        for _ in range(len(self._channels)):
-            channel = next(self._next_channel)
-            if channel.is_closed:
-                continue
-            # aio-pika opens aiormq channels; a robust channel gets a new one on reconnect.
-            underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-            writer = self._writers.get(channel)
-            if writer is None or writer.channel is not underlay:
-                writer = self._writers[channel] = ChannelWriter(underlay)
-            return writer
-        raise BrokerUnavailable("no publish channel is open; retry later")
-
     async def close(self) -> None:
         self._watch.cancel()
+        await self._channels.close()
+        await self._exchanges.close()
         await self._connection.close()
+
+
+class _Unencodable(Exception):
+    """pamqp could not marshal one message (a value AMQP has no encoding for)."""
+
+
+def _send_one(writer: ChannelWriter, message: Outgoing) -> asyncio.Future[ConfirmationFrameType]:
+    try:
+        return writer.send(
+            broker_exchange_name(message.exchange),
+            message.routing_key,
+            message.properties(),
+            message.body,
+        )
+    except (TypeError, ValueError, OverflowError, struct.error) as exc:
+        # Raised before anything was queued: this message fails alone, never the batch.
+        failed: asyncio.Future[ConfirmationFrameType] = asyncio.get_running_loop().create_future()
+        unencodable = _Unencodable()
+        unencodable.__cause__ = exc
+        failed.set_exception(unencodable)
+        return failed
 
 
 async def _settled(futures: list[asyncio.Future[ConfirmationFrameType]]) -> None:
@@ -344,15 +409,3 @@ async def _settled(futures: list[asyncio.Future[ConfirmationFrameType]]) -> None
 def _task_is_cancelling() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def is_blocked(connection: aiormq.abc.AbstractConnection) -> bool:
-    """Whether the broker sent `connection.blocked` (a memory or disk alarm) and no unblock.
-
-    aiormq tracks the Blocked/Unblocked frames only in a private event (its writer and
-    `ready()` wait on it) and aio-pika exposes nothing; this is the one place that reads it.
-    A blocked connection accepts publishes into the socket and never confirms them, so
-    without this every request would hang until its timeout.
-    """
-    unblocked = getattr(connection, "_Connection__connection_unblocked", None)
-    return isinstance(unblocked, asyncio.Event) and connection.is_opened and not unblocked.is_set()

@@ -8,11 +8,15 @@ import socket
 import sys
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from aiormq.abc import FieldTable
+from yarl import URL
 
-from hareway.errors import HarewayError
-from hareway.failover import FailoverConnection, addresses
+from hareway.amqp import check_connection
+from hareway.amqp.failover import FailoverConnection, addresses
+from hareway.config import redact_url
+from hareway.errors import ConfigError, HarewayError
 
 HOW_TO_GET_A_BROKER = """\
 No RabbitMQ answers at {url}.
@@ -28,29 +32,61 @@ class BrokerUnreachable(HarewayError):
         self.url = url
 
 
+class BrokerRefused(ConfigError):
+    """The broker answered and said no: a wrong user name or password, an unknown vhost.
+    Retrying changes nothing, so it is a configuration error."""
+
+
 def redact(url: str) -> str:
     """The URL (or URLs) without the password, fit for logs and error messages."""
-    return ",".join(_redact_one(address) for address in addresses(url))
+    return redact_url(url)
 
 
-def _redact_one(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at:
-        return url
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
+def vhost(url: str) -> str:
+    """The virtual host a `RABBITMQ_URL` (its first address) connects to, as aiormq reads it."""
+    path = URL(addresses(url)[0]).path
+    return "/" if path in ("", "/") else path[1:].replace("%2F", "/")
+
+
+def refusal(url: str, exc: BaseException) -> BrokerRefused | None:
+    """What the broker's refusal of a connection to `url` means, or None if it is none."""
+    parsed = URL(url)
+    where = f"the broker at {parsed.host}:{parsed.port or 5672}"
+    if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+        return BrokerRefused(
+            f"RABBITMQ_URL: {where} refused the login of user {parsed.user or 'guest'!r} "
+            "(wrong user name or password)"
+        )
+    # RabbitMQ answers connection.open for a vhost that does not exist (or that the user
+    # may not use) with connection.close, which aiormq reports as an unexpected frame.
+    if isinstance(exc, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(exc):
+        vhost = parsed.path[1:] if len(parsed.path) > 1 else "/"
+        return BrokerRefused(
+            f"RABBITMQ_URL: {where} refused virtual host {vhost!r} "
+            f"(it does not exist, or user {parsed.user or 'guest'!r} has no access to it)"
+        )
+    return None
 
 
 async def connect(url: str, role: str, *, timeout_s: float = 10.0) -> AbstractRobustConnection:
     """A robust connection: aio-pika reconnects and restores channels after a broker outage,
     to another of the addresses `url` lists when there are several."""
-    connection = FailoverConnection(addresses(url), client_properties=connection_name(role))
+    found = addresses(url)
+    connection = FailoverConnection(found, client_properties=connection_name(role))
     try:
         await connection.connect(timeout=timeout_s)
-    except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError) as exc:
+    except asyncio.CancelledError:
+        # Stopped while connecting (SIGTERM): no reconnect attempt may outlive this.
+        await asyncio.shield(connection.close())
+        raise
+    except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
         await connection.close()
+        refused = refusal(found[0], exc)
+        if refused is not None:
+            raise refused from None
         raise BrokerUnreachable(url, exc) from exc
+    if connection.transport is not None:
+        check_connection(connection.transport.connection)
     return connection
 
 
@@ -74,7 +110,10 @@ async def connect_plain(
             return await aio_pika.connect(
                 address, timeout=timeout_s, client_properties=client_properties
             )
-        except (OSError, TimeoutError, aio_pika.exceptions.AMQPConnectionError) as exc:
+        except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as exc:
+            refused = refusal(address, exc)
+            if refused is not None:
+                raise refused from None
             failure = exc
     raise BrokerUnreachable(url, failure or "no address")
 
@@ -84,6 +123,9 @@ def main() -> None:
     url = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@localhost:5672/")
     try:
         asyncio.run(check(url))
+    except BrokerRefused as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
     except BrokerUnreachable as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(1) from None

@@ -1,7 +1,10 @@
-"""The `hareway` console script: `hareway topology apply | diff | export`.
+"""The `hareway` console script: `hareway topology apply | diff | export | asyncapi`, and
+the commands against a gateway (`publish`, `tail`, `dlq`, `status`: hareway/cli_gateway.py).
 
 `diff` exits 0 when the broker already matches the file, 2 when applying would create
 something, 3 when something conflicts; `apply` applies nothing when anything conflicts.
+Both also print the store's retention per queue, which no broker holds: the consumers'
+sweep applies it (`export --retention` writes it as JSON).
 """
 
 from __future__ import annotations
@@ -17,15 +20,28 @@ from typing import Annotated, Any, TypeVar
 import aio_pika
 import typer
 
+from hareway import cli_gateway
+from hareway.asyncapi import asyncapi_document
 from hareway.broker import connect_plain
 from hareway.definitions import export_definitions
 from hareway.errors import HarewayError
-from hareway.plan import Change, Plan, apply_topology, diff_topology
+from hareway.plan import Change, Plan, apply_topology, delete_topology, diff_topology
 from hareway.topology import Topology, load_topology
+from hareway.versioning import VersionOption
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="hareway's operator tools")
+app = typer.Typer(add_completion=False, no_args_is_help=True)
 topology_app = typer.Typer(no_args_is_help=True, help="declare, compare and export the topology")
 app.add_typer(topology_app, name="topology")
+app.command()(cli_gateway.publish)
+app.command()(cli_gateway.tail)
+app.command()(cli_gateway.status)
+app.add_typer(cli_gateway.dlq_app, name="dlq")
+
+
+@app.callback()
+def main(version: VersionOption = False) -> None:
+    """hareway's operator tools."""
+
 
 T = TypeVar("T")
 
@@ -72,12 +88,41 @@ async def _with_broker(
         await connection.close()
 
 
-def _print(plan: Plan) -> None:
+def _print(plan: Plan, dry_run: bool = False) -> None:
+    def said(change: Change) -> str:
+        # A dry run created nothing: it says what applying would do.
+        return "would create" if dry_run and change is Change.CREATED else change.value
+
     for entry in plan.entries:
         reason = f"  ({entry.reason})" if entry.reason else ""
-        typer.echo(f"{entry.change.value:<12} {entry.what}{reason}")
-    counts = ", ".join(f"{len(plan.of(change))} {change.value}" for change in Change)
+        typer.echo(f"{said(entry.change):<12} {entry.what}{reason}")
+    counts = ", ".join(f"{len(plan.of(change))} {said(change)}" for change in Change)
     typer.echo(counts)
+
+
+def _print_retention(topology: Topology) -> None:
+    for queue in topology.queues:
+        policy = topology.retention_of(queue.name).describe()
+        typer.echo(f"{'retention':<12} queue {queue.name!r}: {policy}")
+    typer.echo(f"{'retention':<12} any other queue: {topology.retention.describe()}")
+
+
+def retention_document(topology: Topology) -> dict[str, Any]:
+    """The retention the consumers' sweep applies, per declared queue and by default."""
+    return {
+        "default": topology.retention.model_dump(mode="json"),
+        "queues": {
+            queue.name: topology.retention_of(queue.name).model_dump(mode="json")
+            for queue in topology.queues
+        },
+    }
+
+
+def _print_subscriptions(topology: Topology) -> None:
+    # Not broker entities: nothing to create or compare, but an operator reading a diff
+    # should see where the consumers will push.
+    for subscription in topology.subscriptions:
+        typer.echo(f"{'push':<12} {subscription.describe()}")
 
 
 @topology_app.command()
@@ -85,7 +130,9 @@ def diff(file: FileOption = None, url: UrlOption = None) -> None:
     """Dry run: what applying the file would create, what conflicts, what is unchanged."""
     topology = _topology(file)
     plan = _run(_with_broker(_url(url), lambda c: diff_topology(c, topology)))
-    _print(plan)
+    _print(plan, dry_run=True)
+    _print_retention(topology)
+    _print_subscriptions(topology)
     if plan.of(Change.CONFLICTING):
         raise typer.Exit(3)
     if plan.changes:
@@ -98,20 +145,54 @@ def apply(file: FileOption = None, url: UrlOption = None) -> None:
     topology = _topology(file)
     plan = _run(_with_broker(_url(url), lambda c: apply_topology(c, topology)))
     _print(plan)
+    _print_retention(topology)
+    _print_subscriptions(topology)
+
+
+@topology_app.command()
+def delete(file: FileOption = None, url: UrlOption = None) -> None:
+    """Delete the file's exchanges and queues (retry and dead-letter ones included) from
+    the broker, messages and all: what `make clean` does to what `make run` declared."""
+    topology = _topology(file)
+    for line in _run(_with_broker(_url(url), lambda c: delete_topology(c, topology))):
+        typer.echo(line)
+
+
+OutputOption = Annotated[
+    Path | None, typer.Option("--output", "-o", help="write here instead of stdout")
+]
+
+
+def _write(document: dict[str, Any], output: Path | None) -> None:
+    text = json.dumps(document, indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
 
 
 @topology_app.command()
 def export(
     file: FileOption = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="write here instead of stdout")
-    ] = None,
+    output: OutputOption = None,
     vhost: Annotated[str, typer.Option(help="the virtual host to export into")] = "/",
+    retention: Annotated[
+        bool, typer.Option("--retention", help="the store's retention instead (JSON)")
+    ] = False,
 ) -> None:
-    """Write a RabbitMQ definitions.json (for `rabbitmqctl import_definitions`)."""
+    """Write a RabbitMQ definitions.json (for `rabbitmqctl import_definitions`), or with
+    `--retention` the store's retention per queue."""
     topology = _topology(file)
-    text = json.dumps(export_definitions(topology, vhost), indent=2) + "\n"
-    if output is None:
-        typer.echo(text, nl=False)
-    else:
-        output.write_text(text, encoding="utf-8")
+    document = retention_document(topology) if retention else export_definitions(topology, vhost)
+    _write(document, output)
+
+
+@topology_app.command()
+def asyncapi(
+    file: FileOption = None,
+    output: OutputOption = None,
+    vhost: Annotated[str, typer.Option(help="the virtual host the bindings name")] = "/",
+) -> None:
+    """Write the AsyncAPI 3.0 document of the topology (JSON): the gateway serves the same
+    at /asyncapi.json."""
+    _write(asyncapi_document(_topology(file), vhost), output)

@@ -99,6 +99,23 @@ async def apply_topology(connection: AbstractConnection, topology: Topology) -> 
     return plan
 
 
+async def delete_topology(connection: AbstractConnection, topology: Topology) -> list[str]:
+    """Delete every queue and exchange the topology declares (ladders expanded)."""
+    topology = topology.expanded()
+    done: list[str] = []
+    channel = await connection.channel()
+    try:
+        for queue in topology.queues:
+            await channel.queue_delete(queue.name)
+            done.append(f"deleted      queue {queue.name!r}")
+        for exchange in topology.exchanges:
+            await channel.exchange_delete(exchange.name)
+            done.append(f"deleted      exchange {exchange.name!r}")
+    finally:
+        await channel.close()
+    return done
+
+
 Check = Callable[[AbstractChannel], Awaitable[None]]
 
 

@@ -14,6 +14,7 @@ import fastjsonschema
 
 from hareway.errors import HarewayError
 from hareway.topology import SchemaSpec
+from hareway.wire import schema_subjects
 
 Validator = Callable[[Any], Any]
 
@@ -38,11 +39,20 @@ class SchemaRules:
             self._rules.append((spec.exchange, spec.routing_key, validator))
         self._found: dict[tuple[str, str], list[Validator]] = {}
 
-    def violation(self, exchange: str, routing_key: str, payload: Any) -> str | None:
-        """Why `payload` fails a schema for its route (e.g. `payload.order_id: must be
-        integer`), or None when it passes or no schema applies."""
-        failure = self.failure(exchange, routing_key, payload)
-        return None if failure is None else f"{failure[0]}: {failure[1]}"
+    def violation(
+        self, exchange: str, routing_key: str, content_type: str | None, document: Any
+    ) -> str | None:
+        """Why a JSON message fails a schema for its route (e.g. `payload.order_id: must be
+        integer`), or None when it passes or no schema applies. For CloudEvents the schema
+        applies to the event's data (see `schema_subjects`)."""
+        if not self._rules or not self._validators(exchange, routing_key):
+            return None
+        for path, subject in schema_subjects(content_type, document):
+            field = f"payload.{path}" if path else "payload"
+            failure = self.failure(exchange, routing_key, subject, field)
+            if failure is not None:
+                return f"{failure[0]}: {failure[1]}"
+        return None
 
     def failure(
         self, exchange: str, routing_key: str, payload: Any, field: str = "payload"

@@ -19,8 +19,9 @@ import yaml
 from aio_pika.abc import AbstractChannel, AbstractConnection, ExchangeType
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hareway.durations import Milliseconds, label
+from hareway.durations import LongMilliseconds, Milliseconds, label
 from hareway.errors import HarewayError
+from hareway.subscriptions import SubscriptionSpec
 
 
 class TopologyError(HarewayError):
@@ -67,12 +68,45 @@ class RetrySpec(_Spec):
         return self.delays[min(attempts, len(self.delays)) - 1]
 
 
+_DAY_MS = 86_400_000
+
+
+class RetentionSpec(_Spec):
+    """How long the store keeps a queue's messages: each is kept *at least* this long.
+
+    Expiry goes in two stages. A persisted message older than `max_age` (or beyond the
+    newest `max_rows`) loses its body and headers; a small key row stays until
+    `dedupe_window` after it was stored, so a late redelivery is still recognised as a
+    duplicate and no handler runs twice. Dead letters are open work, not history: kept
+    until redriven or deleted unless `dead_letters_max_age` says otherwise.
+
+    In the file's top-level `retention` every field left out takes the default below; in
+    a queue's own `retention` it takes the top-level value.
+    """
+
+    max_age: LongMilliseconds | None = 7 * _DAY_MS
+    max_rows: int | None = Field(default=None, ge=1)
+    dedupe_window: LongMilliseconds = 14 * _DAY_MS
+    dead_letters_max_age: LongMilliseconds | None = None
+
+    def under(self, defaults: RetentionSpec) -> RetentionSpec:
+        """This queue's policy: its own fields, the file's defaults for the others."""
+        return defaults.model_copy(
+            update={name: getattr(self, name) for name in self.model_fields_set}
+        )
+
+    def describe(self) -> str:
+        parts = [f"{name} {value}" for name, value in self.model_dump(mode="json").items()]
+        return ", ".join(parts)
+
+
 class QueueSpec(_Spec):
     name: str = Field(min_length=1, max_length=255)
     type: Literal["classic", "quorum"] = "classic"
     durable: bool = True
     arguments: dict[str, Any] = Field(default_factory=dict)
     retry: RetrySpec | None = None
+    retention: RetentionSpec | None = None
 
     @model_validator(mode="after")
     def _quorum_is_durable(self) -> QueueSpec:
@@ -133,6 +167,33 @@ class Topology(_Spec):
     queues: tuple[QueueSpec, ...] = ()
     bindings: tuple[BindingSpec, ...] = ()
     schemas: tuple[SchemaSpec, ...] = ()
+    # The store's retention for every queue that does not set its own.
+    retention: RetentionSpec = RetentionSpec()
+    # Push targets, at most one per queue (hareway/subscriptions.py).
+    subscriptions: tuple[SubscriptionSpec, ...] = ()
+
+    @model_validator(mode="after")
+    def _subscriptions_name_declared_queues(self) -> Topology:
+        queues = {queue.name: queue for queue in self.queues}
+        seen: set[str] = set()
+        for subscription in self.subscriptions:
+            if subscription.queue not in queues:
+                raise ValueError(f"subscription names undeclared queue {subscription.queue!r}")
+            if subscription.queue in seen:
+                raise ValueError(f"queue {subscription.queue!r} has two subscriptions")
+            retry = queues[subscription.queue].retry
+            if retry is not None and subscription.breaker.failures < retry.max_attempts:
+                # Else one message the target always fails could trip the breaker alone,
+                # and hold its queue for as long as that one message keeps failing.
+                raise ValueError(
+                    f"subscription of {subscription.queue!r}: breaker.failures must be at "
+                    f"least the ladder's max_attempts ({retry.max_attempts})"
+                )
+            seen.add(subscription.queue)
+        return self
+
+    def subscription(self, queue: str) -> SubscriptionSpec | None:
+        return next((spec for spec in self.subscriptions if spec.queue == queue), None)
 
     @model_validator(mode="after")
     def _bindings_name_declared_entities(self) -> Topology:
@@ -147,6 +208,13 @@ class Topology(_Spec):
 
     def queue(self, name: str) -> QueueSpec | None:
         return next((queue for queue in self.queues if queue.name == name), None)
+
+    def retention_of(self, queue: str) -> RetentionSpec:
+        """The retention of a queue's stored messages; the defaults for one not declared."""
+        spec = self.queue(queue)
+        if spec is None or spec.retention is None:
+            return self.retention
+        return spec.retention.under(self.retention)
 
     def expanded(self) -> Topology:
         """This topology plus every queue's retry exchange, delay queues and dead-letter queue."""
@@ -164,6 +232,8 @@ class Topology(_Spec):
             queues=tuple(queues),
             bindings=tuple(bindings),
             schemas=self.schemas,
+            retention=self.retention,
+            subscriptions=self.subscriptions,
         )
 
 

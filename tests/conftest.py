@@ -1,4 +1,9 @@
-"""Fixtures shared by every test: the real broker, the real databases, unique names."""
+"""Fixtures shared by every test: the real broker, the real databases, unique names.
+
+A test's service markers follow from the fixtures it uses (`pytest_collection_modifyitems`):
+`broker` for one that reaches RabbitMQ (the shared one or a node of its own), `postgres`
+for one that reaches PostgreSQL. `make unit` runs the rest, with no service at all.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,33 @@ import yaml
 from aio_pika.abc import AbstractConnection
 from sqlalchemy.engine import make_url
 
+from tests.consumers.pg_node import PgNode
+from tests.support.rabbit_node import RabbitNode
 from tests.support.services import ServiceMissing, find_postgres, find_rabbitmq, stopping
+
+# The fixtures that bring a service, and the marker each gives the tests using them.
+SERVICE_FIXTURES = {
+    "rabbitmq_url": "broker",
+    "rabbit_node": "broker",
+    "postgres_url": "postgres",
+    "pg_node": "postgres",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        needs = {
+            marker
+            for name, marker in SERVICE_FIXTURES.items()
+            if name in getattr(item, "fixturenames", ())
+        }
+        # A store fixture parametrized over databases (`database_url`) asks for
+        # PostgreSQL only in its "postgres" run.
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "postgres" in callspec.params.values():
+            needs.add("postgres")
+        for marker in sorted(needs):
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +76,27 @@ async def postgres_url() -> AsyncIterator[str]:
         finally:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.close()
+
+
+@pytest.fixture
+async def rabbit_node(tmp_path: Path) -> AsyncIterator[RabbitNode]:
+    """A RabbitMQ node of the test's own, to kill, restart and alarm (never the system's)."""
+    started = await RabbitNode.start(tmp_path / "node")
+    try:
+        yield started
+    finally:
+        await started.stop()
+        started.remove()
+
+
+@pytest.fixture
+async def pg_node() -> AsyncIterator[PgNode]:
+    """A PostgreSQL of the test's own, to crash and resume (never the system's)."""
+    node = await PgNode.start()
+    try:
+        yield node
+    finally:
+        await node.remove()
 
 
 @pytest.fixture

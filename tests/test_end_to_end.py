@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import Names
 from tests.support.processes import eventually, start_consumer, start_gateway
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(90)

@@ -10,15 +10,16 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway import compose
+from gateway.access import ACCESS_MESSAGE_ID, CARRIED
 from gateway.answers import Timing, answer_once
 from gateway.body import read_capped
 from gateway.compose import Context
 from gateway.deps import publish_services
-from gateway.envelope import validate_message
+from gateway.envelope import parse_json, validate_message
 from gateway.errors import (
     BrokerError,
+    ExchangeNotFound,
     GatewayError,
-    InvalidJson,
     Nacked,
     Unroutable,
     UnsupportedMediaType,
@@ -47,7 +48,9 @@ router = APIRouter(prefix="/v1", tags=["publish"])
     responses={
         202: BATCH_RESULTS,
         207: {**BATCH_RESULTS, "description": "Some messages were not confirmed"},
-        **problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
+        **problem_responses(
+            400, 401, 403, ExchangeNotFound, 408, 409, 413, 415, 422, 429, 431, 503
+        ),
     },
 )
 async def publish_batch(exchange: str, request: Request) -> Response:
@@ -70,16 +73,23 @@ async def _publish_many(exchange: str, request: Request, timing: Timing) -> Resp
     key = compose.idempotency_key(request.headers)
     raw = await read_capped(request, settings.max_batch_bytes)
     items = _messages(raw, settings.max_batch)
-    context = Context(exchange, caller.name, schemas, settings.max_header_bytes)
+    context = Context(
+        exchange,
+        caller.name,
+        schemas,
+        settings.max_header_bytes,
+        caller.key_owner,
+        request.scope.get(CARRIED),
+    )
     results: list[dict[str, Any] | None] = [None] * len(items)
     outgoing: list[tuple[int, Outgoing]] = []
     for index, item in enumerate(items):
         field = f"messages.{index}"
         # Stable ids under a key: a retry of a partly failed batch republishes the same ids.
-        default_id = f"{key}:{index}" if key else None
+        default_id = context.keyed_message_id(key, f":{index}")
         try:
             envelope = validate_message(item, field)
-            message = compose.from_envelope(envelope, context, default_id, f"{field}.payload")
+            message = compose.from_envelope(envelope, context, default_id, f"{field}.")
         except ValidationFailed as exc:
             results[index] = _failed(index, _given_id(item), "invalid", exc)
         else:
@@ -109,6 +119,7 @@ async def _publish_many(exchange: str, request: Request, timing: Timing) -> Resp
         all_confirmed = all(result and result["status"] == "confirmed" for result in results)
         return Answer(202 if all_confirmed else 207, orjson.dumps({"results": results}))
 
+    request.scope[ACCESS_MESSAGE_ID] = f"{len(outgoing)} of {len(items)} messages"
     request_parts = ("batch", exchange, raw)
     answer, replayed = await answer_once(
         services.idempotency_keys, caller.name, key, request_parts, publish
@@ -124,10 +135,7 @@ async def _publish_many(exchange: str, request: Request, timing: Timing) -> Resp
 
 
 def _messages(raw: bytes, max_batch: int) -> list[Any]:
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidJson(f"the body is not valid JSON: {exc}") from None
+    document = parse_json(raw)
     messages = document.get("messages") if isinstance(document, dict) else None
     if not isinstance(messages, list) or not messages:
         raise ValidationFailed(

@@ -10,14 +10,20 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from consumers.store import DeadLetterMessage, Redrive
 from gateway.auth import AdminCaller, ReadCaller
-from gateway.deps import PublisherDep, StoreDep
-from gateway.errors import GatewayError
+from gateway.deps import KnownQueuesDep, PublisherDep, StoreDep
+from gateway.errors import (
+    Forbidden,
+    GatewayError,
+    QueueNotFound,
+    StoreUnavailable,
+    ValidationFailed,
+)
 from gateway.openapi import problem_responses
 from gateway.problems import problem_body
 from gateway.publisher import Outgoing
-from gateway.routes.read import body_fields
+from gateway.routes.read import body_fields, retention_fields
+from hareway.store import DeadLetterMessage, Redrive
 from hareway.wire import DEFAULT_EXCHANGE_ALIAS, JSON_CONTENT_TYPE
 
 router = APIRouter(prefix="/v1", tags=["dead letters"])
@@ -38,42 +44,49 @@ class RedriveRequest(BaseModel):
 
 
 @router.get(
-    "/queues/{queue}/dead-letters",
+    "/queues/{queue:path}/dead-letters",
     summary="Dead-lettered messages of a queue with their last error, without consuming them",
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(
+        401, Forbidden, QueueNotFound, ValidationFailed, 429, StoreUnavailable
+    ),
 )
 async def list_dead_letters(
     queue: str,
     store: StoreDep,
+    queues: KnownQueuesDep,
     _caller: ReadCaller,
     after: Annotated[str | None, Query(description="the cursor of the last one seen")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
+    await queues.ensure(queue)
     page = await store.dead_letters(queue, after, limit)
     return {
         "dead_letters": [_view(message) for message in page.messages],
         "next_cursor": page.next_cursor,
+        **retention_fields(page.oldest_cursor, page.gap),
     }
 
 
 @router.post(
-    "/queues/{queue}/dead-letters/redrive",
+    "/queues/{queue:path}/dead-letters/redrive",
     summary="Re-publish dead letters (all, or by id) to their original exchange and routing key",
     responses={
         200: {"description": "Every dead letter asked for was re-published and confirmed"},
         207: {"description": "Some could not be re-published; each result says why"},
-        **problem_responses(401, 403, 422),
+        **problem_responses(401, Forbidden, QueueNotFound, ValidationFailed, 429, StoreUnavailable),
     },
 )
 async def redrive(
     queue: str,
     store: StoreDep,
     publisher: PublisherDep,
+    queues: KnownQueuesDep,
     caller: AdminCaller,
     request: RedriveRequest | None = None,
     actor: Annotated[str | None, Header(alias=ACTOR_HEADER, max_length=255)] = None,
 ) -> Response:
     request = request or RedriveRequest()
+    await queues.ensure(queue)
     found = await store.dead_letters_by_id(queue, request.message_ids)
     found = found[: request.limit]
     limit = asyncio.Semaphore(_IN_FLIGHT)
@@ -111,6 +124,7 @@ def _outgoing(message: DeadLetterMessage) -> Outgoing:
         body=message.body,
         message_id=message.message_id,
         content_type=message.content_type,
+        content_encoding=message.content_encoding,
         headers=dict(message.headers),
     )
 
@@ -134,9 +148,10 @@ def _view(message: DeadLetterMessage) -> dict[str, Any]:
         "routing_key": message.routing_key,
         "headers": message.headers,
         "content_type": message.content_type,
+        "content_encoding": message.content_encoding,
         "attempts": message.attempts,
         "last_error": message.last_error,
         "dead_lettered_at": message.dead_lettered_at.isoformat(),
         "cursor": message.cursor,
-        **body_fields(message.content_type, message.body),
+        **body_fields(message.content_type, message.body, message.content_encoding),
     }

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.deps import PublisherDep
-from gateway.errors import BrokerUnavailable
+from gateway.drain import Drain
+from gateway.errors import BrokerUnavailable, Draining
 from gateway.metrics import CONTENT_TYPE_LATEST, Metrics
 from gateway.openapi import problem_responses
 
@@ -23,9 +24,15 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: the broker connection and a channel are open",
     responses=problem_responses(503),
 )
-async def readyz(publisher: PublisherDep) -> dict[str, str]:
+async def readyz(request: Request, publisher: PublisherDep) -> dict[str, str]:
+    drain: Drain | None = getattr(request.app.state, "drain", None)
+    if drain is not None and drain.draining:
+        raise Draining("the gateway is shutting down: send requests to another one")
     if not publisher.ready:
-        raise BrokerUnavailable("the broker connection or its channels are down")
+        raise BrokerUnavailable(
+            "the broker connection or its channels are down, or every recent publish was "
+            "nacked or left unconfirmed"
+        )
     return {"status": "ready"}
 
 

@@ -11,12 +11,13 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from gateway import compose
+from gateway.access import ACCESS_MESSAGE_ID, CARRIED
 from gateway.answers import Timing, answer_once
 from gateway.body import read_capped
 from gateway.compose import Context, Form
 from gateway.deps import publish_services
 from gateway.envelope import parse_publish_request
-from gateway.errors import GatewayError
+from gateway.errors import ExchangeNotFound, GatewayError
 from gateway.idempotency import Answer
 from gateway.openapi import PUBLISH_ONE_BODY, PUBLISHED, problem_responses
 from hareway.wire import JSON_CONTENT_TYPE
@@ -37,7 +38,9 @@ router = APIRouter(prefix="/v1", tags=["publish"])
     openapi_extra={"requestBody": PUBLISH_ONE_BODY},
     responses={
         202: PUBLISHED,
-        **problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503),
+        **problem_responses(
+            400, 401, 403, ExchangeNotFound, 408, 409, 413, 415, 422, 429, 431, 503
+        ),
     },
 )
 async def publish_message(
@@ -66,9 +69,18 @@ async def _publish_one(
     form = compose.body_form(headers)
     key = compose.idempotency_key(headers)
     raw = await read_capped(request, settings.max_message_bytes)
-    context = Context(exchange, caller.name, schemas, settings.max_header_bytes)
+    context = Context(
+        exchange,
+        caller.name,
+        schemas,
+        settings.max_header_bytes,
+        caller.key_owner,
+        request.scope.get(CARRIED),
+    )
     if form is Form.ENVELOPE:
-        outgoing = compose.from_envelope(parse_publish_request(raw), context, key)
+        outgoing = compose.from_envelope(
+            parse_publish_request(raw), context, context.keyed_message_id(key)
+        )
     else:
         outgoing = compose.from_cloudevent(form, headers, raw, routing_key, context)
     timing.validated()
@@ -99,6 +111,7 @@ async def _publish_one(
         timing.replayed()
         response_headers["Idempotent-Replayed"] = "true"
         message_id = str(orjson.loads(answer.body).get("message_id", message_id))
+    request.scope[ACCESS_MESSAGE_ID] = message_id
     response_headers["Location"] = f"/v1/messages/{quote(message_id, safe='')}"
     response_headers["Server-Timing"] = timing.header()
     return Response(

@@ -14,7 +14,7 @@ from aio_pika.abc import AbstractConnection
 from consumers.app import Consumer
 from consumers.runner import run
 from consumers.settings import ConsumerSettings
-from consumers.store import SqlStore, open_store
+from hareway.store import SqlStore, open_store
 from hareway.topology import Topology
 from tests.conftest import Names
 from tests.hareway.cleanup import remove_topology
@@ -41,7 +41,7 @@ def settings_for(
         rabbitmq_url=rabbitmq_url,
         database_url=database_url,
         topology_file=str(topology),
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         **more,
     )
 

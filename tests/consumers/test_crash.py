@@ -10,13 +10,13 @@ import pytest
 import sqlalchemy as sa
 from aio_pika.abc import AbstractConnection
 
-from consumers.store.schema import messages
+from hareway.store.schema import messages
 from tests.conftest import Names
 from tests.consumers.support import cleanup, retry_topology, store_at, write_topology
 from tests.support.broker import publish_many, ready_count
 from tests.support.processes import Process, eventually, start
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 COUNT = 1500
 

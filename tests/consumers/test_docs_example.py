@@ -18,7 +18,7 @@ from tests.conftest import Names
 from tests.consumers.support import cleanup, retry_topology, store_at, write_topology
 from tests.support.processes import eventually, start
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 DOC = Path(__file__).parents[2] / "docs" / "consumers.md"
 

@@ -24,10 +24,8 @@ from tests.consumers.support import (
     store_at,
     write_topology,
 )
-from tests.support.broker import publish_many
+from tests.support.broker import publish_many, ready_count
 from tests.support.processes import eventually
-
-pytestmark = pytest.mark.broker
 
 effects = sa.Table(
     "effects",
@@ -61,11 +59,11 @@ async def test_a_failed_attempt_takes_its_writes_back_and_a_redelivery_does_not_
 ) -> None:
     await create_effects(sqlite_url)
     app = Consumer()
-    calls: list[int] = []
+    calls: list[tuple[str, int]] = []
 
     @app.handler(names.queue)
     async def handle(message: Message, tx: AsyncConnection) -> None:
-        calls.append(message.attempts)
+        calls.append((message.message_id, message.attempts))
         await tx.execute(
             effects.insert().values(message_id=message.message_id, attempt=message.attempts)
         )
@@ -76,16 +74,20 @@ async def test_a_failed_attempt_takes_its_writes_back_and_a_redelivery_does_not_
     async with running(settings, [names.queue], app), store_at(sqlite_url) as store:
         [message_id] = await publish_many(amqp, names.exchange, "order.created", 1)
 
-        async def stored() -> bool:
-            return await store.count(names.queue) == 1
+        async def stored(count: int) -> bool:
+            return await store.count(names.queue) == count
 
-        await eventually(stored, 20, "the message to be stored")
-        # The same message again (a publisher retry): stored already, so no second effect.
+        await eventually(lambda: stored(1), 20, "the message to be stored")
+        # The same message again (a publisher retry), then another one behind it in the
+        # queue: once that one is stored, the repeat has been taken, and ran no handler.
         await publish_many(amqp, names.exchange, "order.created", 1)
-        await asyncio.sleep(0.5)
+        [behind] = await publish_many(amqp, names.exchange, "order.created", 1, id_prefix="b")
+        await eventually(lambda: stored(2), 20, "the message behind the repeat")
 
-    assert calls == [1, 2]
-    assert await effect_rows(sqlite_url) == [(message_id, 2)]
+    assert [attempt for mid, attempt in calls if mid == message_id] == [1, 2]
+    assert [attempt for mid, attempt in calls if mid == behind] == [1, 2]
+    assert sorted(await effect_rows(sqlite_url)) == sorted([(message_id, 2), (behind, 2)])
+    assert await ready_count(amqp, names.queue) == 0
 
 
 @pytest.mark.timeout(60)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from consumers.store import open_store
-from consumers.store.schema import metadata
-
-pytestmark = pytest.mark.postgres
+from hareway.store import open_store
+from hareway.store.schema import metadata
 
 
 def _differences(connection: Connection) -> list[Any]:

@@ -6,7 +6,6 @@ consumes again on the new channel and every message ends up stored exactly once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aio_pika
@@ -21,19 +20,14 @@ from tests.support.broker import publish_many
 from tests.support.processes import eventually
 from tests.support.rabbit_node import RabbitNode
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 COUNT = 3000
 
 
 @pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[RabbitNode]:
-    started = await RabbitNode.start(tmp_path / "node")
-    try:
-        yield started
-    finally:
-        await started.stop()
-        started.remove()
+def node(rabbit_node: RabbitNode) -> RabbitNode:
+    return rabbit_node
 
 
 def slow_app(queue: str) -> Consumer:

@@ -25,7 +25,7 @@ from tests.consumers.support import (
 from tests.support.broker import publish_many, ready_count
 from tests.support.processes import eventually
 
-pytestmark = [pytest.mark.broker, pytest.mark.parametrize("queue_type", ["classic", "quorum"])]
+pytestmark = [pytest.mark.parametrize("queue_type", ["classic", "quorum"])]
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractConnection
 
-from consumers.store import open_store
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from hareway.store import open_store
 from tests.conftest import Names
 from tests.support.broker import publish_many, ready_count
 from tests.support.processes import eventually, start_consumer
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def consumer_env(rabbitmq_url: str, database_url: str, topology_file: Path) -> dict[str, str]:
@@ -36,7 +36,6 @@ async def stored(database_url: str, queue: str) -> int:
         await store.close()
 
 
-@pytest.mark.postgres
 @pytest.mark.timeout(180)
 async def test_a_thousand_posted_messages_become_a_thousand_rows(
     rabbitmq_url: str,
@@ -52,7 +51,7 @@ async def test_a_thousand_posted_messages_become_a_thousand_rows(
         rabbitmq_url=rabbitmq_url,
         database_url=database_url,
         topology_file=str(topology_file),
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     app = create_app(settings)
     limit = asyncio.Semaphore(64)

@@ -8,20 +8,17 @@ from pathlib import Path
 
 import pytest
 from aio_pika.abc import AbstractConnection
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers.batch import BatchProcessor
 from consumers.retry import Republisher
 from consumers.settings import ConsumerSettings
-from consumers.store import SqlStore, open_store
 from consumers.worker import QueueWorker
+from hareway.store import SqlStore, Transaction, open_store
 from hareway.topology import Topology, declare_topology
 from tests.conftest import Names
 from tests.consumers.support import running, settings_for, store_at
 from tests.support.broker import publish_many, ready_count
 from tests.support.processes import eventually
-
-pytestmark = pytest.mark.broker
 
 
 class FailsOnce:
@@ -34,7 +31,7 @@ class FailsOnce:
     def __getattr__(self, name: str) -> object:
         return getattr(self.store, name)
 
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]:
         if not self.failed:
             self.failed = True
             raise RuntimeError("an unforeseen bug")
@@ -62,7 +59,7 @@ async def test_an_unforeseen_commit_error_requeues_and_the_loop_goes_on(
         rabbitmq_url=rabbitmq_url,
         database_url="unused",
         store_backoff_initial_s=0.1,
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     channel = await amqp.channel()
     await channel.set_qos(prefetch_count=settings.prefetch)

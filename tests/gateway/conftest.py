@@ -18,7 +18,7 @@ def gateway_settings(rabbitmq_url: str, sqlite_url: str, topology_file: Path) ->
         rabbitmq_url=rabbitmq_url,
         database_url=sqlite_url,
         topology_file=str(topology_file),
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 

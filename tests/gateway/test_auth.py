@@ -15,8 +15,6 @@ from gateway.settings import ApiKey, GatewaySettings
 from tests.conftest import Names
 from tests.support.broker import ready_count
 
-pytestmark = pytest.mark.broker
-
 ORDER = {"routing_key": "order.created", "payload": {"order_id": 42}}
 PUBLISHER_KEY = "orders-service-secret"
 READER_KEY = "reporting-secret"
@@ -169,7 +167,7 @@ def test_api_keys_come_from_the_environment_as_json(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(
         "API_KEYS", f'[{{"name": "svc", "sha256": "{digest("k")}", "scopes": ["admin"]}}]'
     )
-    settings = GatewaySettings(_env_file=None)  # type: ignore[call-arg]
+    settings = GatewaySettings(_env_file=None)
     assert settings.api_keys[0].scopes == ("admin",)
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 from aio_pika.abc import AbstractConnection
 
 from tests.conftest import Names
 from tests.support.broker import ready_count
-
-pytestmark = pytest.mark.broker
 
 
 def message(index: int, routing_key: str = "order.created") -> dict[str, object]:

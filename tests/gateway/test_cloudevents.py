@@ -10,8 +10,6 @@ from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from tests.conftest import Names
 from tests.support.broker import ready_count
 
-pytestmark = pytest.mark.broker
-
 CE_HEADERS = {
     "ce-specversion": "1.0",
     "ce-id": "evt-1",

@@ -12,15 +12,13 @@ from aio_pika.abc import AbstractConnection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumers import Consumer, Message
-from consumers.store import DeliveryRecord, open_store
-from consumers.store.schema import redrives
 from gateway.settings import GatewaySettings
+from hareway.store import DeliveryRecord, open_store
+from hareway.store.schema import redrives
 from tests.conftest import Names
 from tests.consumers.support import cleanup, retry_topology, running, settings_for, write_topology
 from tests.support.broker import publish_many, ready_count
 from tests.support.processes import eventually
-
-pytestmark = pytest.mark.broker
 
 
 @pytest.fixture(params=["classic", "quorum"])

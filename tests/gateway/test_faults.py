@@ -17,20 +17,15 @@ from tests.conftest import Names
 from tests.support.processes import eventually
 from tests.support.rabbit_node import RabbitNode
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 EXCHANGE, QUEUE = "faults", "faults.persist"
 ORDER = {"routing_key": "order.created", "payload": {"order_id": 1}}
 
 
 @pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[RabbitNode]:
-    started = await RabbitNode.start(tmp_path / "node")
-    try:
-        yield started
-    finally:
-        await started.stop()
-        started.remove()
+def node(rabbit_node: RabbitNode) -> RabbitNode:
+    return rabbit_node
 
 
 @pytest.fixture
@@ -49,7 +44,7 @@ async def faulty_client(node: RabbitNode, tmp_path: Path) -> AsyncIterator[httpx
         rabbitmq_url=node.url,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
         topology_file=str(topology),
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -125,7 +120,7 @@ async def test_with_two_addresses_the_gateway_fails_over_when_its_node_dies(
         rabbitmq_url=f"{node.url},{rabbitmq_url}",
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
         topology_file=str(topology),
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
     app = create_app(settings)
     path = f"/v1/exchanges/{names.exchange}/messages"

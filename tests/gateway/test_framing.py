@@ -9,10 +9,10 @@ import aiormq
 import pytest
 from pamqp import commands as spec
 
-from gateway.framing import ChannelWriter
+from hareway.amqp.framing import ChannelWriter
 from tests.conftest import Names
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture

@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import pytest
 from aio_pika.abc import AbstractConnection
 
 from tests.conftest import Names
 from tests.support.broker import ready_count
-
-pytestmark = pytest.mark.broker
 
 ORDER = {"routing_key": "order.created", "payload": {"order_id": 42}}
 
@@ -89,7 +86,6 @@ async def test_a_batch_repeat_publishes_nothing(
     assert await ready_count(amqp, names.queue) == 3
 
 
-@pytest.mark.postgres
 async def test_keys_are_kept_in_the_store_across_gateway_replicas(
     gateway_settings: object, postgres_url: str, names: Names, amqp: AbstractConnection
 ) -> None:

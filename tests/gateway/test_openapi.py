@@ -16,9 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from gateway.app import create_app
 from gateway.settings import ApiKey, GatewaySettings
 
-pytestmark = pytest.mark.broker
-
-
 PREFIX = f"t{uuid.uuid4().hex[:8]}"
 # Random exchange names only ever meet 404; fuzz the bodies against one that exists.
 EXCHANGE = f"{PREFIX}.orders"
@@ -51,7 +48,7 @@ def fuzzed_app(
             database_url=f"sqlite+aiosqlite:///{base / 'fuzz.db'}",
             topology_file=str(path),
             api_keys=keys,
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
         )
     )
 
@@ -108,11 +105,13 @@ async def test_every_path_documents_its_errors_with_the_problem_schema(
             "401",
             "403",
             "404",
+            "408",
             "409",
             "413",
             "415",
             "422",
             "429",
+            "431",
             "503",
         },
         ("/v1/exchanges/{exchange}/batch", "post"): {
@@ -122,11 +121,13 @@ async def test_every_path_documents_its_errors_with_the_problem_schema(
             "401",
             "403",
             "404",
+            "408",
             "409",
             "413",
             "415",
             "422",
             "429",
+            "431",
             "503",
         },
         ("/v1/messages/{message_id}", "get"): {"200", "401", "403", "404"},
@@ -151,5 +152,5 @@ async def test_every_path_documents_its_errors_with_the_problem_schema(
 
 def test_openapi_document_needs_no_broker() -> None:
     # Building the document touches no resource: the lifespan is what connects.
-    document = create_app(GatewaySettings(_env_file=None)).openapi()  # type: ignore[call-arg]
+    document = create_app(GatewaySettings(_env_file=None)).openapi()
     assert "/v1/exchanges/{exchange}/batch" in document["paths"]

@@ -16,8 +16,6 @@ from gateway.settings import GatewaySettings
 from tests.conftest import Names
 from tests.support.broker import ready_count
 
-pytestmark = pytest.mark.broker
-
 ORDER = {"routing_key": "order.created", "payload": {"order_id": 42, "amount": 99.5}}
 
 

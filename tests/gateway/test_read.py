@@ -7,10 +7,8 @@ import base64
 import httpx
 import pytest
 
-from consumers.store import DeliveryRecord, open_store
 from gateway.settings import GatewaySettings
-
-pytestmark = pytest.mark.broker
+from hareway.store import DeliveryRecord, open_store
 
 
 async def store_records(settings: GatewaySettings, *records: DeliveryRecord) -> None:
@@ -96,7 +94,7 @@ async def test_queue_messages_page_by_cursor_with_json_and_binary_bodies(
 
 @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}, {"after": "nope"}])
 async def test_bad_paging_parameters_are_422(
-    client: httpx.AsyncClient, params: dict[str, object]
+    client: httpx.AsyncClient, params: dict[str, str | int]
 ) -> None:
     response = await client.get("/v1/queues/q/messages", params=params)
     assert response.status_code == 422

@@ -41,7 +41,6 @@ async def checked(
             yield client
 
 
-@pytest.mark.broker
 async def test_payload_failing_the_schema_is_422_naming_the_field(
     checked: httpx.AsyncClient, names: Names, amqp: AbstractConnection
 ) -> None:
@@ -66,7 +65,6 @@ async def test_payload_failing_the_schema_is_422_naming_the_field(
     assert await ready_count(amqp, names.queue) == 1
 
 
-@pytest.mark.broker
 async def test_schema_applies_to_batches_and_cloudevent_data(
     checked: httpx.AsyncClient, names: Names, amqp: AbstractConnection
 ) -> None:

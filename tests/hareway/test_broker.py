@@ -31,7 +31,6 @@ def test_no_broker_stops_and_names_both_ways_to_get_one() -> None:
     assert "secret" not in result.stderr  # the password is not printed
 
 
-@pytest.mark.broker
 @pytest.mark.timeout(60)
 def test_a_broker_that_answers_passes(rabbitmq_url: str) -> None:
     result = check(rabbitmq_url)

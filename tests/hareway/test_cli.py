@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import yaml
 
 from tests.support.rabbit_node import RabbitNode
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 TOPOLOGY = {
     "exchanges": [{"name": "orders", "type": "topic"}],
@@ -33,11 +32,8 @@ TOPOLOGY = {
 
 
 @pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[RabbitNode]:
-    started = await RabbitNode.start(tmp_path / "node")
-    yield started
-    await started.stop()
-    started.remove()
+def node(rabbit_node: RabbitNode) -> RabbitNode:
+    return rabbit_node
 
 
 async def hareway(*args: str, url: str | None = None) -> tuple[int, str]:
@@ -71,17 +67,30 @@ async def test_exported_definitions_import_and_then_diff_reports_no_change(
     code, before = await hareway("topology", "diff", "-f", str(topology), url=node.url)
     assert code == 2, before  # everything would be created
     assert "0 unchanged" in before
+    assert "would create exchange 'orders'" in before  # a dry run created nothing
 
     await node.ctl("import_definitions", str(definitions))
 
     code, after = await hareway("topology", "diff", "-f", str(topology), url=node.url)
     assert code == 0, after
-    assert "0 created, 0 conflicting, 11 unchanged, 8 assumed" in after
+    assert "0 would create, 0 conflicting, 11 unchanged, 8 assumed" in after
+    # The store's part, which no broker holds: each queue's retention, the defaults else.
+    assert "retention    queue 'orders.persist': max_age 7d" in after
     listed = await node.ctl("list_bindings", "source_name", "destination_name", "routing_key")
     assert "orders.persist.retry\torders.persist.retry.1m\t1m" in listed
 
     code, applied = await hareway("topology", "apply", "-f", str(topology), url=node.url)
     assert code == 0, applied  # applying over an import changes nothing and succeeds
+
+    # `make clean`: everything the file declared is gone again, ladders included.
+    code, deleted = await hareway("topology", "delete", "-f", str(topology), url=node.url)
+    assert code == 0, deleted
+    assert "deleted      queue 'orders.persist.retry.10s'" in deleted
+    code, gone = await hareway("topology", "diff", "-f", str(topology), url=node.url)
+    assert code == 2, gone
+    assert "0 unchanged" in gone
+    queues = (await node.ctl("list_queues", "name")).split()
+    assert not [name for name in queues if name.startswith("orders")], queues
 
 
 @pytest.mark.timeout(180)
@@ -101,7 +110,7 @@ async def test_apply_refuses_a_conflicting_file_without_applying_any_of_it(
     code, diff = await hareway("topology", "diff", "-f", str(topology), url=node.url)
     assert code == 3, diff
     assert "conflicting  queue 'orders.audit'" in diff
-    assert "created      exchange 'payments'" in diff
+    assert "would create exchange 'payments'" in diff
 
     code, refused = await hareway("topology", "apply", "-f", str(topology), url=node.url)
     assert code == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hareway import broker
-from hareway.failover import addresses
+from hareway.amqp.failover import FailoverConnection, addresses
 from tests.support.processes import free_port
 
 pytestmark = pytest.mark.timeout(30)
@@ -27,11 +27,11 @@ def test_every_address_is_redacted() -> None:
     )
 
 
-@pytest.mark.broker
 async def test_connect_skips_an_address_that_does_not_answer(rabbitmq_url: str) -> None:
     dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
     connection = await broker.connect(f"{dead},{rabbitmq_url}", "test", timeout_s=5)
     try:
+        assert isinstance(connection, FailoverConnection)
         assert str(connection.url) == rabbitmq_url
         channel = await connection.channel()
         queue = await channel.declare_queue(exclusive=True)
@@ -40,7 +40,6 @@ async def test_connect_skips_an_address_that_does_not_answer(rabbitmq_url: str) 
         await connection.close()
 
 
-@pytest.mark.broker
 async def test_no_address_answering_names_them_all_without_passwords() -> None:
     dead = [f"amqp://guest:secret@127.0.0.1:{free_port()}/" for _ in range(2)]
     with pytest.raises(broker.BrokerUnreachable) as caught:

@@ -21,7 +21,7 @@ LADDER = {"delays": ["200ms", "0.4s"], "max_attempts": 3}
 
 def with_retry(names: Names, queue_type: str = "classic", **retry: Any) -> Topology:
     document: dict[str, Any] = names.topology(queue_type=queue_type)
-    document["queues"][0]["retry"] = retry or LADDER  # type: ignore[index]
+    document["queues"][0]["retry"] = retry or LADDER
     return Topology.model_validate(document)
 
 
@@ -121,7 +121,6 @@ def test_export_is_a_definitions_document() -> None:
     }
 
 
-@pytest.mark.broker
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 async def test_diff_then_apply_then_diff_again(
     amqp: AbstractConnection, ladder_names: Names, queue_type: str
@@ -142,7 +141,6 @@ async def test_diff_then_apply_then_diff_again(
     assert len(after.of(Change.ASSUMED)) == 4
 
 
-@pytest.mark.broker
 async def test_diff_names_conflicts_and_apply_then_changes_nothing(
     amqp: AbstractConnection, ladder_names: Names
 ) -> None:
@@ -166,7 +164,6 @@ async def test_diff_names_conflicts_and_apply_then_changes_nothing(
         await channel.declare_queue(f"{ladder_names.queue}.dlq", passive=True)
 
 
-@pytest.mark.broker
 async def test_a_quorum_queue_hands_a_message_over_its_delivery_limit_to_the_dlq(
     amqp: AbstractConnection, ladder_names: Names
 ) -> None:

@@ -49,7 +49,6 @@ def test_a_missing_file_is_refused_with_its_path() -> None:
         load_topology("/nonexistent/nowhere.yaml")
 
 
-@pytest.mark.broker
 async def test_declaring_twice_is_idempotent_and_routes(
     amqp: AbstractConnection, names: Names
 ) -> None:
@@ -67,7 +66,6 @@ async def test_declaring_twice_is_idempotent_and_routes(
     await channel.close()
 
 
-@pytest.mark.broker
 async def test_quorum_queues_are_declared_as_quorum(amqp: AbstractConnection, names: Names) -> None:
     topology = Topology.model_validate(names.topology(queue_type="quorum"))
     await declare_topology(amqp, topology)
@@ -78,7 +76,6 @@ async def test_quorum_queues_are_declared_as_quorum(amqp: AbstractConnection, na
     await channel.close()
 
 
-@pytest.mark.broker
 async def test_an_entity_with_other_settings_is_a_named_conflict(
     amqp: AbstractConnection, names: Names
 ) -> None:

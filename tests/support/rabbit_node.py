@@ -28,25 +28,34 @@ class RabbitNodeError(Exception):
 
 
 class RabbitNode:
-    def __init__(self, base: Path) -> None:
+    def __init__(
+        self,
+        base: Path,
+        *,
+        name: str | None = None,
+        cookie: str | None = None,
+        config: tuple[str, ...] = (),
+    ) -> None:
+        """`name`, `cookie` and `config` (more rabbitmq.conf lines) for a cluster's nodes."""
         if not (RABBITMQ_BIN / "rabbitmq-server").exists():
             raise RabbitNodeError(
                 f"no rabbitmq-server in {RABBITMQ_BIN}: install Debian's rabbitmq-server "
                 "(apt-get install rabbitmq-server) or set HAREWAY_TEST_RABBITMQ_BIN"
             )
         self.base = base
-        self.name = f"hw{uuid.uuid4().hex[:8]}@localhost"
+        self.name = name or f"hw{uuid.uuid4().hex[:8]}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
         self._process: asyncio.subprocess.Process | None = None
         base.mkdir(parents=True, exist_ok=True)
-        (base / "rabbitmq.conf").write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
+        lines = (f"listeners.tcp.1 = 127.0.0.1:{self.port}", *config)
+        (base / "rabbitmq.conf").write_text("".join(f"{line}\n" for line in lines))
         (base / "enabled_plugins").write_text("[].\n")
         (base / "rabbitmq-env.conf").write_text("")
-        cookie = base / ".erlang.cookie"
-        cookie.write_text(uuid.uuid4().hex.upper())
-        cookie.chmod(0o400)
+        cookie_file = base / ".erlang.cookie"
+        cookie_file.write_text(cookie or uuid.uuid4().hex.upper())
+        cookie_file.chmod(0o400)
 
     @property
     def env(self) -> dict[str, str]:
@@ -71,6 +80,10 @@ class RabbitNode:
         await node.start_again(timeout_s)
         return node
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
     async def start_again(self, timeout_s: float = 60.0) -> None:
         """Start the node (again, on the same data directory and port)."""
         log = (self.base / "server.out").open("ab")
@@ -90,6 +103,9 @@ class RabbitNode:
             if self._process is not None and self._process.returncode is not None:
                 raise RabbitNodeError(f"node {self.name} exited:\n{self.output()}")
             try:
+                # The port first: aiormq logs an error for every refused connection.
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
                 connection = await aio_pika.connect(self.url, timeout=2)
             except Exception:
                 if time.monotonic() > deadline:
@@ -112,6 +128,30 @@ class RabbitNode:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self._process.pid, signal.SIGKILL)
         await self._process.wait()
+        await self._wait_until_refused(10)
+
+    async def _wait_until_refused(self, timeout_s: float) -> None:
+        """The script exits before the Erlang VM it ran is reaped: a crash is complete once
+        the AMQP port refuses connections."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                return
+            writer.close()
+            await writer.wait_closed()
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.name} still accepts connections {timeout_s} s after SIGKILL")
+
+    def freeze(self) -> None:
+        """SIGSTOP the node's processes: alive to TCP, answering nothing (a hung machine)."""
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGCONT)
 
     async def stop(self) -> None:
         """Stop the node cleanly (SIGTERM to its process group), SIGKILL if it lingers."""
