@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,6 +40,7 @@ from gateway.settings import GatewaySettings
 from hareway import __version__, broker, logs
 from hareway import amqp as amqp_internals
 from hareway.asyncapi import asyncapi_document
+from hareway.heap import freeze_startup_heap
 from hareway.store import Store, open_store
 from hareway.store.commits import commit_feed
 from hareway.store.janitor import KEYS, Janitor
@@ -125,7 +125,7 @@ def create_app(
         if drain.take_signals():
             log.info("SIGTERM drains for %gs first (DRAIN_DELAY_S)", settings.drain_delay_s)
         log.info("gateway ready, publishing to %s", broker.redact(settings.rabbitmq_url))
-        _freeze_startup_heap()
+        freeze_startup_heap()
         try:
             yield
         finally:
@@ -194,17 +194,3 @@ async def _open_publisher(
             await lookups.close()
         await connection.close()
         raise
-
-
-def _freeze_startup_heap() -> None:
-    """Put what start-up built (modules, app, schemas, channels) out of the collector's sight.
-
-    It lives as long as the process, yet every full collection walked all of it: under
-    load one came about every second, a 100 ms pause each (the single endpoint's p99 at
-    64 connections was that pause) and a tenth of the gateway's CPU per request. Once per
-    process: a second app in the same process (the tests) must not pin the garbage of
-    the first.
-    """
-    if gc.get_freeze_count() == 0:
-        gc.collect()
-        gc.freeze()
