@@ -81,6 +81,11 @@ class Bench:
         # light-load rows on it show the latency that is not the disk's.
         self.transient_exchange = f"{self.prefix}.transient"
         self.transient_queue = f"{self.prefix}.tq"
+        # The light-load rows' exchanges, each with the kind of queue behind it.
+        self.light_kinds = {
+            self.exchange: "durable queue",
+            self.transient_exchange: "non-durable queue (no disk write)",
+        }
         self.rows: list[Row] = []
         # The push phase's rows: a section of docs/performance.md of their own.
         self.push_rows: list[Row] = []
@@ -277,10 +282,7 @@ class Bench:
                 aiormq.rate / self.r1,
             )
         )
-        for exchange, label in (
-            (self.exchange, "durable queue"),
-            (self.transient_exchange, "non-durable queue (no disk write)"),
-        ):
+        for exchange, kind in self.light_kinds.items():
             p50, p99 = await bare.aio_pika_latency(
                 self.url, exchange, "order.created", self.duration
             )
@@ -288,7 +290,7 @@ class Bench:
             self.bare_light_p99[exchange] = p99
             self.rows.append(
                 Row(
-                    f"bare aio-pika publisher, 4 in flight, {label}: p50 {p50:.2f} ms",
+                    f"bare aio-pika publisher, 4 in flight, {kind}: p50 {p50:.2f} ms",
                     p99,
                     "ms p99",
                 )
@@ -344,7 +346,7 @@ class Bench:
             await self.purge()
             light = {
                 exchange: await self.measure(base, SINGLE_BODY, 4, exchange=exchange)
-                for exchange in self.bare_light_p99
+                for exchange in self.light_kinds
             }
         await self.purge()
         self.hareway_single = single
@@ -353,7 +355,7 @@ class Bench:
         self.add_ceiling_row("single request", single, 1)
         self.add_ceiling_row("message in a batch", batch, BATCH_SIZE)
         for exchange, result in light.items():
-            kind = "durable queue" if exchange == self.exchange else "non-durable queue"
+            kind = self.light_kinds[exchange]
             ratio = result["p99_ms"] / self.bare_light_p99[exchange]
             self.rows.append(
                 Row(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Iterable
 from typing import NamedTuple
 
 import aio_pika
@@ -18,6 +19,13 @@ class Published(NamedTuple):
 
     rate: float
     cpu_us: float
+
+
+async def _timed(lanes: Iterable[Awaitable[None]]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of running `lanes` together."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    await asyncio.gather(*lanes)
+    return time.perf_counter() - started, time.process_time() - cpu_started
 
 
 async def aio_pika_publisher(
@@ -45,9 +53,7 @@ async def aio_pika_publisher(
             )
             confirmed += 1
 
-    started, cpu_started = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(lane() for _ in range(in_flight)))
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    elapsed, cpu = await _timed(lane() for _ in range(in_flight))
     await connection.close()
     return Published(confirmed / elapsed, cpu / max(confirmed, 1) * 1e6)
 
@@ -73,9 +79,7 @@ async def aiormq_publisher(
             )
             confirmed += 1
 
-    started, cpu_started = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(lane() for _ in range(in_flight)))
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    elapsed, cpu = await _timed(lane() for _ in range(in_flight))
     await connection.close()
     return Published(confirmed / elapsed, cpu / max(confirmed, 1) * 1e6)
 
