@@ -17,16 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import aiormq
 from aiormq.abc import ChannelFrame, ConfirmationFrameType
 from pamqp import commands as spec
-from pamqp import frame
-from pamqp.header import ContentHeader
+from pamqp import encode, frame
 
 # type, channel, size | payload | end. AMQP 0-9-1, section 2.3.5.
-_BODY_FRAME_HEAD = struct.Struct(">BHI")
+_FRAME_HEAD = struct.Struct(">BHI")
+_HEADER_FRAME_TYPE = 2
 _BODY_FRAME_TYPE = 3
+# A content header's class (basic), weight (0) and body size; the property flags follow.
+_CONTENT_HEADER = struct.Struct(">HxxQH")
+_BASIC_CLASS = spec.Basic.frame_id
 _FRAME_END = b"\xce"
 
 # Message ids of confirmed publishes tolerated in aiormq's return map before a prune.
@@ -133,10 +138,55 @@ def content_frames(
     channel_number: int, max_content_size: int, properties: spec.Basic.Properties, body: bytes
 ) -> bytes:
     """The content header frame and the body frames of one message."""
-    header = ContentHeader(body_size=len(body), properties=properties)
-    parts = [frame.marshal(header, channel_number)]
+    flags, encoded = encode_properties(properties)
+    header = _CONTENT_HEADER.pack(_BASIC_CLASS, len(body), flags) + encoded
+    parts = [_FRAME_HEAD.pack(_HEADER_FRAME_TYPE, channel_number, len(header)), header, _FRAME_END]
     for start in range(0, len(body), max_content_size):
         chunk = body[start : start + max_content_size]
-        head = _BODY_FRAME_HEAD.pack(_BODY_FRAME_TYPE, channel_number, len(chunk))
-        parts += (head, chunk, _FRAME_END)
+        parts += (_FRAME_HEAD.pack(_BODY_FRAME_TYPE, channel_number, len(chunk)), chunk, _FRAME_END)
     return b"".join(parts)
+
+
+def encode_properties(properties: spec.Basic.Properties) -> tuple[int, bytes]:
+    """The property flags and the property list of a content header, byte for byte as
+    pamqp's `Basic.Properties.marshal` makes them (tests/gateway/test_framing.py compares),
+    and failing as it does (TypeError, struct.error), in a third of its time: it was 8 %
+    of the gateway's CPU per single publish, most of it calls between pamqp's layers."""
+    flags = 0
+    parts = []
+    for name, flag, encoder in _PROPERTIES:
+        value = getattr(properties, name)
+        if value is not None and value != "":
+            flags |= flag
+            parts.append(encoder(value))
+    return flags, b"".join(parts)
+
+
+def _short_string(value: str) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"str required, received {type(value)}")
+    raw = value.encode()
+    if len(raw) > 255:
+        raise TypeError("string exceeds maximum length of 255 bytes")
+    return _OCTET.pack(len(raw)) + raw
+
+
+def _octet(value: int) -> bytes:
+    if not isinstance(value, int):
+        raise TypeError(f"int required, received {type(value)}")
+    return _OCTET.pack(value)
+
+
+_OCTET = struct.Struct("B")
+_ENCODERS: dict[str, Callable[[Any], bytes]] = {
+    "shortstr": _short_string,
+    "octet": _octet,
+    "table": encode.field_table,
+    "timestamp": encode.timestamp,
+}
+# In the order of the spec (pamqp's), each with its flag bit; a property type this does not
+# know (a new pamqp) fails at import, not on the wire.
+_PROPERTIES = tuple(
+    (name, spec.Basic.Properties.flags[name], _ENCODERS[spec.Basic.Properties.amqp_type(name)])
+    for name in spec.Basic.Properties.__slots__
+)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import aiormq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pamqp import commands as spec
+from pamqp import frame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 
-from hareway.amqp.framing import ChannelWriter
+from hareway.amqp.framing import ChannelWriter, content_frames
 from tests.conftest import Names
 
 pytestmark = pytest.mark.timeout(60)
@@ -105,3 +113,64 @@ async def test_a_channel_the_broker_closes_fails_every_publish_in_flight(
     assert isinstance(results[2], aiormq.exceptions.AMQPError)
     with pytest.raises(aiormq.exceptions.ChannelInvalidStateError):
         writer.send(names.exchange, "order.created", _properties("closed"), b"{}")
+
+
+# Every Basic property, with values of its AMQP type: some absent, some out of range.
+_SHORT = st.one_of(st.none(), st.just(""), st.text(max_size=90))
+_PROPERTY_VALUES = st.fixed_dictionaries(
+    {
+        "content_type": _SHORT,
+        "content_encoding": _SHORT,
+        "headers": st.one_of(
+            st.none(),
+            st.dictionaries(
+                st.text(max_size=8), st.one_of(st.text(max_size=12), st.integers(-9, 9)), max_size=3
+            ),
+        ),
+        # pamqp refuses anything else at construction.
+        "delivery_mode": st.sampled_from([None, 1, 2]),
+        "priority": st.one_of(st.none(), st.integers(-1, 255)),
+        "correlation_id": _SHORT,
+        "reply_to": _SHORT,
+        "expiration": _SHORT,
+        "message_id": st.one_of(_SHORT, st.text(min_size=200, max_size=300)),
+        "timestamp": st.one_of(
+            st.none(),
+            st.datetimes(min_value=datetime(1970, 1, 2), timezones=st.sampled_from([None, UTC])),
+        ),
+        "message_type": _SHORT,
+        "user_id": _SHORT,
+        "app_id": _SHORT,
+        "cluster_id": st.just(""),
+    }
+)
+
+
+@given(_PROPERTY_VALUES)
+@settings(max_examples=300, deadline=None)
+def test_content_frames_encode_properties_exactly_as_pamqp_and_fail_alike(
+    values: dict[str, Any],
+) -> None:
+    properties = spec.Basic.Properties(**values)
+    body = b'{"n": 1}' * 40
+    try:
+        expected: bytes | type[Exception] = frame.marshal(
+            ContentHeader(body_size=len(body), properties=properties), 5
+        )
+    except (TypeError, ValueError, OverflowError, struct.error) as exc:
+        expected = type(exc)
+    try:
+        # A small frame size: the body goes out in several frames after the header.
+        got: bytes | type[Exception] = content_frames(5, 100, properties, body)
+    except (TypeError, ValueError, OverflowError, struct.error) as exc:
+        got = type(exc)
+    if isinstance(expected, bytes):
+        assert isinstance(got, bytes)
+        assert got[: len(expected)] == expected
+        bodies = b"".join(
+            frame.marshal(ContentBody(body[start : start + 100]), 5)
+            for start in range(0, len(body), 100)
+        )
+        assert got[len(expected) :] == bodies
+    else:
+        assert got == expected
