@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from gateway.http_bounds import BoundedHttpToolsProtocol, check_uvicorn
+from gateway.direct import GatewayHttpProtocol
+from gateway.http_bounds import check_uvicorn
 from gateway.metrics import MULTIPROCESS_DIR
 from gateway.settings import GatewaySettings
 from hareway import amqp as amqp_internals
@@ -87,7 +88,7 @@ def main(
         # uvloop when installed (uvicorn[standard] brings it, and httptools).
         loop="auto",
         # httptools with the gateway's bounds on headers, timeouts and connections.
-        http=BoundedHttpToolsProtocol,
+        http=GatewayHttpProtocol,
         timeout_keep_alive=settings.keep_alive_timeout_s,
         # After the drain (gateway/drain.py): time for every request already read to be
         # answered, a slow body and a publish's confirm wait included.

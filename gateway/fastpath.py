@@ -76,35 +76,70 @@ class Gateway(FastAPI):
     ) -> bool:
         """Answer a publish here, or say it is none (False). With `observer` this ends the
         observation itself; without, `send` does."""
-        match = _PUBLISH_PATH.fullmatch(scope["path"])
-        # Before the lifespan has run there is nothing to publish with: let FastAPI answer.
-        if match is None or not hasattr(self.state, "publish_services"):
+        match = self._publish_path(scope)
+        if match is None:
             return False
-        scope["app"] = self
-        observed.exchange = match[1]
-        response = await self._publish(Request(scope, receive), match[1], match[2])
-        if observer is not None:
-            response.raw_headers.append((REQUEST_ID, observed.request_id.encode()))
-            observer.end(scope, observed, response.status_code)
+        response = await self._answered(scope, receive, observed, observer, match)
         await response(scope, receive, send)
         return True
 
-    async def _publish(self, request: Request, exchange: str, path: str) -> Response:
-        retry_after_s = self.state.publish_services.settings.retry_after_s
+    def answers_directly(self, scope: Scope) -> re.Match[str] | None:
+        """For the HTTP protocol (gateway/direct.py): the publish path of a request that
+        `answer` answers whole, without the ASGI cycle; None for one the app must take
+        (not a publish, or CORS in front)."""
+        if self.cors is not None or self.observer is None or scope["method"] != "POST":
+            return None
+        return self._publish_path(scope)
+
+    async def answer(self, scope: Scope, receive: Receive, match: re.Match[str]) -> Response:
+        """What `__call__` answers to the publish `answers_directly` matched, as a
+        response for the protocol to write: observed, and closing while draining."""
+        observer = self.observer
+        assert observer is not None
+        response = await self._answered(scope, receive, observer.begin(scope), observer, match)
+        if self.drain is not None and self.drain.draining:
+            response.raw_headers.append(_CLOSE)
+        return response
+
+    def _publish_path(self, scope: Scope) -> re.Match[str] | None:
+        match = _PUBLISH_PATH.fullmatch(scope["path"])
+        # Before the lifespan has run there is nothing to publish with: let FastAPI answer.
+        if match is None or not hasattr(self.state, "publish_services"):
+            return None
+        return match
+
+    async def _answered(
+        self,
+        scope: Scope,
+        receive: Receive,
+        observed: Observed,
+        observer: Observer | None,
+        match: re.Match[str],
+    ) -> Response:
+        scope["app"] = self
+        exchange = observed.exchange = match[1]
+        # One coroutine for what was three: each costs on every request.
+        request = Request(scope, receive)
         try:
-            if path == "messages":
+            if match[2] == "messages":
                 # Parsing an empty query string still costs a QueryParams object per request.
-                query = request.scope["query_string"]
+                query = scope["query_string"]
                 routing_key = request.query_params.get("routing_key") if query else None
-                return await publish.publish_message(exchange, request, routing_key)
-            return await batch.publish_batch(exchange, request)
+                response = await publish.publish_message(exchange, request, routing_key)
+            else:
+                response = await batch.publish_batch(exchange, request)
         except GatewayError as exc:
-            return problem_response(exc, retry_after_s)
+            response = problem_response(exc, self.state.publish_services.settings.retry_after_s)
         except Exception:
             log.exception("unexpected error publishing to %r", exchange)
-            return problem_response(
-                GatewayError("unexpected error; the gateway log has the details"), retry_after_s
+            response = problem_response(
+                GatewayError("unexpected error; the gateway log has the details"),
+                self.state.publish_services.settings.retry_after_s,
             )
+        if observer is not None:
+            response.raw_headers.append((REQUEST_ID, observed.request_id.encode()))
+            observer.end(scope, observed, response.status_code)
+        return response
 
 
 def _under_v1(path: str) -> bool:

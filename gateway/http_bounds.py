@@ -95,6 +95,8 @@ _PROTOCOL_METHODS = (
     "on_header",
     "on_headers_complete",
     "on_message_complete",
+    # gateway/direct.py: where a request's task starts.
+    "_start_asgi_task",
 )
 _CYCLE_ATTRIBUTES = (
     "response_started",
@@ -104,7 +106,14 @@ _CYCLE_ATTRIBUTES = (
     "message_event",
     "keep_alive",
     "on_response",
+    # gateway/direct.py writes an answer as the cycle's `send` would.
+    "scope",
+    "flow",
+    "default_headers",
+    "waiting_for_100_continue",
+    "access_log",
 )
+_CYCLE_METHODS = ("receive", "send", "send_500_response")
 
 
 class UvicornChanged(RuntimeError):
@@ -122,6 +131,11 @@ def check_uvicorn() -> None:
         f"RequestResponseCycle.{name}"
         for name in _CYCLE_ATTRIBUTES
         if f"self.{name} " not in cycle_source
+    ]
+    missing += [
+        f"RequestResponseCycle.{name}"
+        for name in _CYCLE_METHODS
+        if not callable(getattr(RequestResponseCycle, name, None))
     ]
     if len(STATUS_LINE) < 500:
         missing.append("STATUS_LINE")
