@@ -24,40 +24,45 @@ class Timing:
 
     def __init__(self) -> None:
         self._mark = time.perf_counter()
-        self._phases: list[str] = []
-        self._stage: tuple[str, str] | None = ("validate", "")
+        # Each closed phase's header prefix and seconds: formatted once, in `header`.
+        self._phases: list[tuple[str, float]] = []
+        self._stage: str | None = _VALIDATE
 
     def validated(self) -> None:
-        self._close("validate", "", time.perf_counter())
-        self._stage = ("publish", "publish and confirm")
+        self._close(_VALIDATE, time.perf_counter())
+        self._stage = _PUBLISHING
 
     def confirmed(self, sent_at: float) -> None:
-        self._close("publish", "to the channel", sent_at)
-        self._close("confirm", "broker confirm", time.perf_counter())
+        self._close(_PUBLISH, sent_at)
+        self._close(_CONFIRM, time.perf_counter())
         self._stage = None
 
     def replayed(self) -> None:
         """An Idempotency-Key repeat: the time went to finding the first answer."""
-        self._close("replay", "first answer from the store", time.perf_counter())
+        self._close(_REPLAY, time.perf_counter())
         self._stage = None
 
     def header(self) -> str:
-        phases = list(self._phases)
+        phases = self._phases
         if self._stage is not None:
-            name, desc = self._stage
-            phases.append(_phase(name, desc, time.perf_counter() - self._mark))
-        return ", ".join(phases)
+            phases = [*phases, (self._stage, time.perf_counter() - self._mark)]
+        return ", ".join([f"{prefix}{seconds * 1000:.3f}" for prefix, seconds in phases])
 
-    def _close(self, name: str, desc: str, at: float) -> None:
-        self._phases.append(_phase(name, desc, at - self._mark))
+    def _close(self, prefix: str, at: float) -> None:
+        self._phases.append((prefix, at - self._mark))
         self._mark = at
 
 
-def _phase(name: str, desc: str, seconds: float) -> str:
-    """`name;desc="...";dur=ms`, as the browser's DevTools Timing tab shows it."""
-    if desc:
-        return f'{name};desc="{desc}";dur={seconds * 1000:.3f}'
-    return f"{name};dur={seconds * 1000:.3f}"
+def _phase(name: str, desc: str = "") -> str:
+    """`name;desc="...";dur=` (the milliseconds follow), as DevTools' Timing tab shows it."""
+    return f'{name};desc="{desc}";dur=' if desc else f"{name};dur="
+
+
+_VALIDATE = _phase("validate")
+_PUBLISHING = _phase("publish", "publish and confirm")
+_PUBLISH = _phase("publish", "to the channel")
+_CONFIRM = _phase("confirm", "broker confirm")
+_REPLAY = _phase("replay", "first answer from the store")
 
 
 async def answer_once(

@@ -85,12 +85,24 @@ class ChannelPool:
             return True
         return time.monotonic() - self._last_failure >= self._recheck_s
 
+    def ready_writer(self) -> Slot | None:
+        """What `writer` would return, when that needs no wait (its writer is on the
+        channel's open aiormq channel); else None, and `writer` takes its time."""
+        slot = self._pick()
+        writer = slot.writer
+        if writer is not None and not writer.channel.is_closed:
+            return slot
+        return None
+
     async def writer(self) -> Slot:
         """The next open channel, with its writer: one not being replaced if there is one.
 
         A slot being replaced serves on its old channel until the new one is open only
         when every slot is: replacing never leaves a caller without a channel.
         """
+        return await self._with_writer(self._pick())
+
+    def _pick(self) -> Slot:
         count = len(self._slots)
         fallback: Slot | None = None
         for _ in range(count):
@@ -99,10 +111,10 @@ class ChannelPool:
             if slot.channel.is_closed:
                 continue
             if slot.replacing is None:
-                return await self._with_writer(slot)
+                return slot
             fallback = fallback or slot
         if fallback is not None:
-            return await self._with_writer(fallback)
+            return fallback
         raise BrokerUnavailable("no publish channel is open; retry later")
 
     async def _with_writer(self, slot: Slot) -> Slot:

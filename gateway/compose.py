@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway import cloudevent
@@ -58,6 +58,13 @@ def check_route(exchange: str, routing_key: str, field: str) -> None:
         raise ValidationFailed(
             f"{field}: {reason}", errors=[{"field": field, "message": reason, "type": "reserved"}]
         )
+
+
+def header_fields(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A request's header fields by (lower-case) name, the first of each, as starlette's
+    `Headers.get` finds them: for several lookups per request, where `Headers` scans the
+    list anew for each and pays an exception for every field that is absent."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(raw)}
 
 
 def body_form(headers: Mapping[str, str]) -> Form:

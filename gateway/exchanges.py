@@ -73,13 +73,17 @@ class KnownExchanges:
         self._next_number = 0
         self._closing: set[asyncio.Task[None]] = set()
 
+    def known(self, name: str) -> bool:
+        """Whether `ensure(name)` would return at once: seen within its time to live."""
+        seen_at = self._seen.get(name)
+        return seen_at is not None and time.monotonic() - seen_at < self._ttl_s
+
     async def ensure(self, name: str) -> None:
         """Return once `name` is known to exist; raise `ExchangeNotFound`,
         `ExchangeForbidden` or `BrokerUnavailable`."""
-        seen_at = self._seen.get(name)
-        now = time.monotonic()
-        if seen_at is not None and now - seen_at < self._ttl_s:
+        if self.known(name):
             return
+        now = time.monotonic()
         self._raise_if_refused(name, now)
         lookup = self._lookups.get(name)
         if lookup is None:

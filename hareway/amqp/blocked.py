@@ -19,4 +19,5 @@ def is_blocked(connection: aiormq.abc.AbstractConnection) -> bool:
     would hang until its timeout.
     """
     unblocked = getattr(connection, UNBLOCKED_EVENT, None)
-    return isinstance(unblocked, asyncio.Event) and connection.is_opened and not unblocked.is_set()
+    # `is_opened` last: aiormq's costs more than the rest together, on every publish.
+    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set() and connection.is_opened
