@@ -15,11 +15,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import cast
 
 from aio_pika.abc import AbstractChannel, AbstractRobustChannel
 from aiormq.abc import AbstractChannel as UnderlayChannel
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import ConsumerCallback, DeliveredMessage
 from pamqp import commands as spec
+
+from hareway.amqp.delivery import inline
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +76,16 @@ class Subscription:
 
     async def _consume(self) -> None:
         channel = await self._channel.get_underlay_channel()
-        # aiormq runs each delivery's callback in a task of its own; a plain function
-        # would be wrapped in a coroutine anyway, so this one is async and does no I/O.
-        ok = await channel.basic_consume(self._queue, self._deliver, no_ack=False)
+        # A plain function, run in the channel's reader (hareway/amqp/delivery.py): aiormq
+        # would give each delivery a task of its own.
+        deliver = cast(ConsumerCallback, self._deliver)
+        ok = await channel.basic_consume(self._queue, deliver, no_ack=False)
         assert ok.consumer_tag is not None  # the broker always names the consumer
         channel.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
         self._current = (channel, ok.consumer_tag)
 
-    async def _deliver(self, message: DeliveredMessage) -> None:
+    @inline
+    def _deliver(self, message: DeliveredMessage) -> None:
         self._on_delivery(message)
 
     async def _on_reopen(self, _channel: AbstractRobustChannel | None, /) -> None:

@@ -7,6 +7,7 @@
 | `failover.py` | aio-pika's `RobustConnection.__connect_transport` (name-mangled) |
 | `blocked.py` | aiormq's private `connection.blocked` event |
 | `codec.py` | pamqp's encode and decode dispatch tables |
+| `delivery.py` | aiormq's `Channel._on_deliver_frame` (its steps, checked by their source) |
 
 Each process calls `prepare()` once at start, before it connects: it checks that every
 shape these modules rely on is there and stops with one line naming the installed and
@@ -23,7 +24,7 @@ from typing import Final
 import aiormq
 from aio_pika.robust_connection import RobustConnection
 
-from hareway.amqp import codec
+from hareway.amqp import codec, delivery
 from hareway.amqp.blocked import UNBLOCKED_EVENT
 from hareway.errors import HarewayError
 
@@ -58,13 +59,14 @@ def _refuse(missing: list[str]) -> None:
 
 def prepare() -> None:
     """Check the class-level shapes and install the codec; safe to call more than once."""
-    missing = codec.expected_shapes()
+    missing = codec.expected_shapes() + delivery.expected_shapes()
     if not callable(getattr(RobustConnection, "_RobustConnection__connect_transport", None)):
         missing.append("aio_pika.RobustConnection.__connect_transport")
     if not hasattr(aiormq.abc, "ChannelFrame"):
         missing.append("aiormq.abc.ChannelFrame")
     _refuse(missing)
     codec.install()
+    delivery.install()
 
 
 def check_connection(connection: aiormq.abc.AbstractConnection) -> None:
