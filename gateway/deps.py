@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
+from gateway.access import CARRIED
 from gateway.announcer import Announcer
-from gateway.auth import Authenticator
+from gateway.auth import Authenticator, Caller
+from gateway.compose import Context
 from gateway.idempotency import Idempotency
 from gateway.publisher import Publisher
 from gateway.queues import KnownQueues
@@ -30,6 +33,17 @@ class PublishServices:
     schemas: Schemas
     idempotency_keys: Idempotency
     authenticator: Authenticator
+
+    def context(self, exchange: str, caller: Caller, scope: Scope) -> Context:
+        """What every message of one publish request to `exchange` shares."""
+        return Context(
+            exchange,
+            caller.name,
+            self.schemas,
+            self.settings.max_header_bytes,
+            caller.key_owner,
+            scope.get(CARRIED),
+        )
 
 
 def publish_services(request: Request) -> PublishServices:

@@ -10,10 +10,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway import compose
-from gateway.access import ACCESS_MESSAGE_ID, CARRIED
+from gateway.access import ACCESS_MESSAGE_ID
 from gateway.answers import Timing, answer_once
 from gateway.body import read_capped
-from gateway.compose import Context
 from gateway.deps import publish_services
 from gateway.envelope import parse_json, validate_message
 from gateway.errors import (
@@ -65,7 +64,7 @@ async def publish_batch(exchange: str, request: Request) -> Response:
 async def _publish_many(exchange: str, request: Request, timing: Timing) -> Response:
     services = publish_services(request)
     caller = services.authenticator.publisher(request, exchange)
-    publisher, settings, schemas = services.publisher, services.settings, services.schemas
+    publisher, settings = services.publisher, services.settings
     compose.check_exchange(exchange)
     kind = compose.media_type(request.headers)
     if kind not in (None, JSON_CONTENT_TYPE):
@@ -73,14 +72,7 @@ async def _publish_many(exchange: str, request: Request, timing: Timing) -> Resp
     key = compose.idempotency_key(request.headers)
     raw = await read_capped(request, settings.max_batch_bytes)
     items = _messages(raw, settings.max_batch)
-    context = Context(
-        exchange,
-        caller.name,
-        schemas,
-        settings.max_header_bytes,
-        caller.key_owner,
-        request.scope.get(CARRIED),
-    )
+    context = services.context(exchange, caller, request.scope)
     results: list[dict[str, Any] | None] = [None] * len(items)
     outgoing: list[tuple[int, Outgoing]] = []
     for index, item in enumerate(items):

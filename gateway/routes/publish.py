@@ -12,10 +12,10 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from gateway import compose
-from gateway.access import ACCESS_MESSAGE_ID, CARRIED
+from gateway.access import ACCESS_MESSAGE_ID
 from gateway.answers import Timing, answer_once
 from gateway.body import read_capped
-from gateway.compose import Context, Form
+from gateway.compose import Form
 from gateway.deps import publish_services
 from gateway.envelope import parse_publish_request
 from gateway.errors import ExchangeNotFound, GatewayError
@@ -57,21 +57,14 @@ async def publish_message(
     try:
         services = publish_services(request)
         caller = services.authenticator.publisher(request, exchange)
-        publisher, settings, schemas = services.publisher, services.settings, services.schemas
+        publisher, settings = services.publisher, services.settings
         headers = request.headers
         compose.check_exchange(exchange)
         fields = compose.header_fields(request.scope["headers"])
         form = compose.body_form(fields)
         key = compose.idempotency_key(fields)
         raw = await read_capped(request, settings.max_message_bytes)
-        context = Context(
-            exchange,
-            caller.name,
-            schemas,
-            settings.max_header_bytes,
-            caller.key_owner,
-            request.scope.get(CARRIED),
-        )
+        context = services.context(exchange, caller, request.scope)
         if form is Form.ENVELOPE:
             outgoing = compose.from_envelope(
                 parse_publish_request(raw), context, context.keyed_message_id(key)

@@ -24,6 +24,7 @@ from gateway.fastpath import Gateway
 from gateway.settings import GatewaySettings
 from tests.conftest import Names
 from tests.support.broker import ready_count
+from tests.support.uvicorn_server import serving_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,18 +80,8 @@ async def serving(settings: GatewaySettings) -> AsyncIterator[Served]:
         log_level="warning",
         access_log=False,
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
+    async with serving_config(config) as port:
         yield Served(app, port, answered)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
 
 
 def publish(exchange: str, message_id: str, headers: str = "") -> bytes:

@@ -18,6 +18,8 @@ import uvicorn
 from standardwebhooks import Webhook, WebhookVerificationError
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from tests.support.uvicorn_server import serving_config
+
 
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -136,18 +138,10 @@ async def serving(receiver: Receiver, port: int = 0) -> AsyncIterator[Receiver]:
         log_level="warning",
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    receiver.url = f"http://127.0.0.1:{bound}/hooks"
-    receiver._released.clear()
-    try:
-        yield receiver
-    finally:
-        receiver._released.set()  # hung requests answer now
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with serving_config(config, stop_s=10) as bound:
+        receiver.url = f"http://127.0.0.1:{bound}/hooks"
+        receiver._released.clear()
+        try:
+            yield receiver
+        finally:
+            receiver._released.set()  # hung requests answer now
