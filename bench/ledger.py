@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import re
@@ -119,14 +120,19 @@ class _Gateway:
 
     async def ready(self) -> bool:
         """`GET /readyz` on a connection of its own, as a load balancer's probe."""
+        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(2):
                 reader, writer = await asyncio.open_connection(self._host, self._port)
                 writer.write(f"GET /readyz HTTP/1.1\r\nHost: {self._host}\r\n\r\n".encode())
                 head = await reader.readuntil(b"\r\n\r\n")
-                writer.close()
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             return False
+        finally:
+            # Also when the probe is cancelled mid-read: a writer left to the garbage
+            # collector holds its socket until then, and warns.
+            if writer is not None:
+                writer.close()
         return head[9:12] == b"200"
 
     async def post(self, path: str, body: bytes) -> tuple[str, float | None]:
@@ -153,6 +159,9 @@ class _Gateway:
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
             writer.close()
             return "no-answer", None
+        except BaseException:
+            writer.close()
+            raise
         if _header(head, "connection") == "close":
             writer.close()
         else:
@@ -247,6 +256,9 @@ async def run(
     finally:
         if prober is not None:
             prober.cancel()
+            # Until its probe in flight has closed its connection.
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
         for target in targets:
             target.close()
     return ledger
