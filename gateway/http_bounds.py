@@ -97,6 +97,7 @@ _PROTOCOL_METHODS = (
     "on_message_complete",
     # gateway/direct.py: where a request's task starts.
     "_start_asgi_task",
+    "_unset_keepalive_if_required",
 )
 _CYCLE_ATTRIBUTES = (
     "response_started",
@@ -211,6 +212,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         super().connection_lost(exc)
+        # uvicorn cancels its keep-alive timer only on a clean close: after a reset the
+        # timer holds the protocol, its cycle and the request's scope for the whole
+        # keep-alive timeout.
+        self._unset_keepalive_if_required()
 
     def data_received(self, data: bytes) -> None:
         if self._done:

@@ -118,7 +118,10 @@ class GatewaySettings(BaseSettings):
     # Open connections per gateway process; a new one beyond it gets 503 at once, unread.
     max_connections: int = Field(default=1024, ge=1)
     # Idle seconds between requests before a keep-alive connection closes (uvicorn's own).
-    keep_alive_timeout_s: int = Field(default=5, ge=1)
+    # Longer than the idle expiry of the clients' pools (httpx 5 s, aiohttp 15 s): a client
+    # must drop an idle connection before the gateway does, or a request it writes as the
+    # gateway closes is reset, neither answered nor safe to send again.
+    keep_alive_timeout_s: int = Field(default=20, ge=1)
 
     # Operability (docs/operations.md). `console` for a terminal, `json`: one object a line.
     log_format: Literal["console", "json"] = "console"

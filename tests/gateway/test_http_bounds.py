@@ -354,6 +354,25 @@ async def test_keep_alive_serves_several_requests_and_times_each_head_anew(
 
 
 @pytest.mark.timeout(60)
+async def test_by_default_a_pooled_client_drops_an_idle_connection_before_the_gateway_does(
+    serve: Serve,
+) -> None:
+    # Were the gateway first, a request the client writes as the gateway closes would be
+    # reset: neither answered nor, for a POST, safe to send again.
+    client_expiry_s = httpx.Limits().keepalive_expiry
+    assert client_expiry_s is not None
+    gateway = await serve()
+    reader, writer = await gateway.connect()
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+    assert (await asyncio.wait_for(read_answer(reader), 5)).status == 200
+    await asyncio.sleep(client_expiry_s + 1)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+    answer = await asyncio.wait_for(read_answer(reader), 5)
+    writer.close()
+    assert answer.status == 200
+
+
+@pytest.mark.timeout(60)
 async def test_an_idle_keep_alive_connection_closes_after_the_keep_alive_timeout(
     serve: Serve,
 ) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -173,6 +175,23 @@ async def _answered(transport: RecordingTransport, status_line: bytes, times: in
     while transport.written.count(status_line) < times:
         transport.wrote.clear()
         await transport.wrote.wait()
+
+
+async def test_a_connection_reset_after_an_answer_leaves_nothing_of_it_behind(
+    config: Config,
+) -> None:
+    loop = asyncio.get_running_loop()
+    protocol = BoundedHttpToolsProtocol(config, ServerState(), {}, loop, bounds=BOUNDS)
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(head(200))
+    assert await answer_status(transport) == 204
+    # Answered and idle: the keep-alive timer runs. Then the client resets.
+    protocol.connection_lost(ConnectionResetError(104, "Connection reset by peer"))
+    left = weakref.ref(protocol)
+    del protocol
+    gc.collect()
+    assert left() is None, "a timer still holds the protocol of a connection that is gone"
 
 
 def test_the_installed_uvicorn_has_what_the_bounds_rely_on() -> None:
