@@ -1,5 +1,6 @@
 """A purge of a million expired Idempotency-Keys while a consumer commits, on either store:
-the purge is a run of short transactions, and a commit waits behind at most one of them.
+the purge is a run of short transactions, and a commit waits behind at most one of them
+(and flushes behind the next one's writes).
 (One DELETE, as the purge was, held every SQLite writer for 7.8 s at this size.)
 
 How long the longest of those transactions takes depends on the machine's disk: the 100 ms
@@ -98,8 +99,11 @@ async def test_purging_a_million_keys_never_holds_a_commit_past_the_target(
     # Batches: many transactions, each short.
     assert report.transactions >= KEYS_TO_PURGE // 2_000
     assert report.longest_s <= SHORT_S, f"a janitor transaction took {report.longest_s:.1f} s"
-    # No lock held from one batch to the next: a commit waits behind one at most.
-    assert slowest <= report.longest_s + own_slowest + MARGIN_S, (
+    # No lock held from one batch to the next: a commit waits behind one at most, and its
+    # own flush behind the next one's writes on the same disk (PostgreSQL flushes the WAL
+    # in order: the janitor's unflushed DELETEs go first). A lock held across batches, or
+    # the one DELETE it replaced, waits for many.
+    assert slowest <= 2 * report.longest_s + own_slowest + MARGIN_S, (
         f"a commit waited {slowest * 1000:.0f} ms (alone at most {own_slowest * 1000:.0f} ms); "
         f"the janitor's longest transaction took {report.longest_s * 1000:.0f} ms over "
         f"{report.transactions} transactions"
