@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bench.ledger import _Gateway
+from tests.support.tcp_server import listening
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -32,9 +33,7 @@ class SilentServer:
 @pytest.fixture
 async def silent() -> AsyncIterator[tuple[SilentServer, str]]:
     server = SilentServer()
-    listening = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-    port = listening.sockets[0].getsockname()[1]
-    async with listening:
+    async with listening(server.handle) as port:
         yield server, f"http://127.0.0.1:{port}"
 
 

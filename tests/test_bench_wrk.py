@@ -15,6 +15,7 @@ import pytest
 from bench import wrk
 from bench.__main__ import Bench
 from bench.peers import management_url
+from tests.support.tcp_server import listening
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wrk"
 
@@ -101,11 +102,8 @@ class _Server:
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[str, _Server]]:
     target = _Server()
-    listening = await asyncio.start_server(target.handle, "127.0.0.1", 0)
-    port = listening.sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}/v1/exchanges/x/messages", target
-    listening.close()
-    await listening.wait_closed()
+    async with listening(target.handle) as port:
+        yield f"http://127.0.0.1:{port}/v1/exchanges/x/messages", target
 
 
 def _bench(tmp_path: Path, which: wrk.Which) -> Bench:
