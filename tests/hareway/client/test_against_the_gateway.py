@@ -140,16 +140,24 @@ class Gate(httpx.AsyncBaseTransport):
         return response
 
 
-async def queue_is_back(node: RabbitNode, queue: str) -> bool:
+async def routes_again(node: RabbitNode, names: Names) -> bool:
+    """Whether the restarted node routes the exchange's messages to the queue again. A
+    queue answers a passive declare before the node has recovered its bindings: a publish
+    then is returned unroutable. The probe is purged, so the queue holds only what follows."""
     try:
         connection = await aio_pika.connect(node.url)
     except (ConnectionError, OSError, aio_pika.exceptions.AMQPConnectionError):
         return False
     try:
         channel = await connection.channel()
-        await channel.declare_queue(queue, passive=True)
+        exchange = await channel.get_exchange(names.exchange)
+        await exchange.publish(
+            aio_pika.Message(b"probe"), routing_key="order.probe", mandatory=True
+        )
+        queue = await channel.declare_queue(names.queue, passive=True)
+        await queue.purge()
         return True
-    except aio_pika.exceptions.ChannelClosed:
+    except (aio_pika.exceptions.ChannelClosed, aio_pika.exceptions.DeliveryError):
         return False
     finally:
         await connection.close()
@@ -181,7 +189,7 @@ async def test_a_retry_across_a_broker_restart_publishes_exactly_once(
             assert not publishing.done()
             assert set(gate.statuses) == {503}
             await rabbit_node.start_again()
-            await eventually(partial(queue_is_back, rabbit_node, names.queue), 30, "the queue")
+            await eventually(partial(routes_again, rabbit_node, names), 30, "the binding")
             gate.open.set()
             published = await asyncio.wait_for(publishing, 60)
     assert published.status == "confirmed"
